@@ -1,0 +1,119 @@
+"""The service: wires the store, the scheduler, the LMS client and the HTTP
+server together, and takes them down again in order.
+
+The path of an order: ``handlers`` receives it → ``storefronts.<shop>``
+verifies and reads it → ``store`` commits it → ``scheduler`` schedules one
+job per line item → ``jobs`` enrolls it through ``lms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from types import SimpleNamespace
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+
+from . import jobs
+from . import scheduler as sched
+from .handlers import DeliveryHandler, Inflight
+from .lms import LMSClient
+from .store import Store
+from .storefronts import shopify
+
+log = logging.getLogger("edx_hooks.app")
+
+#: (path, storefront section, storefront module)
+ROUTES = (
+    (r"/webhooks/shopify/order/create/?", "shopify", shopify),
+)
+
+#: How long stopping waits for requests and LMS calls already under way.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+class Service:
+    def __init__(self, cfg: SimpleNamespace):
+        self.cfg = cfg
+        self.store = Store(cfg.database.url, cfg.database.sqlite_synchronous)
+        self.scheduler = sched.create(cfg.database.jobs_url, cfg.database.sqlite_synchronous)
+        lms = cfg.lms
+        self.lms = LMSClient(lms.base_url, lms.client_id, lms.client_secret,
+                             timeout=lms.timeout_seconds, auto_enroll=lms.auto_enroll,
+                             email_students=lms.email_students, sku_prefix=lms.sku_prefix)
+        self.inflight = Inflight()
+        self.server: HTTPServer | None = None
+        self.port: int | None = None
+
+    def make_app(self) -> web.Application:
+        common = dict(store=self.store, scheduler=self.scheduler, inflight=self.inflight,
+                      max_body_size=self.cfg.server.max_body_size)
+        routes = []
+        for path, section, module in ROUTES:
+            settings = getattr(self.cfg, section)
+            if settings is None:
+                routes.append((path, DeliveryHandler,
+                               dict(common, not_found=f"{section}-not-configured")))
+            else:
+                routes.append((path, DeliveryHandler,
+                               dict(common, storefront=module, settings=settings)))
+        return web.Application(routes, default_handler_class=DeliveryHandler,
+                               default_handler_args=common)
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Open the database, resume unfinished items, start serving.
+
+        ``sock``: an already bound socket (tests); otherwise listen on the
+        configured address and port.
+        """
+        await self.store.start()
+        self.scheduler.start(paused=True)
+        jobs.bind(jobs.Runtime(store=self.store, lms=self.lms, scheduler=self.scheduler,
+                               attempts=self.cfg.retry.attempts,
+                               delay_seconds=self.cfg.retry.delay_seconds))
+        resumed = await sched.resume(self.store, self.scheduler)
+        self.scheduler.resume()
+        limit = self.cfg.server.max_body_size
+        self.server = HTTPServer(self.make_app(), xheaders=self.cfg.server.xheaders,
+                                 # our own limit answers 413; Tornado's is only a backstop
+                                 max_body_size=max(4 * limit, 100 * 1024 * 1024),
+                                 idle_connection_timeout=60, body_timeout=60)
+        if sock is None:
+            self.server.listen(self.cfg.server.port, self.cfg.server.address)
+            self.port = self.cfg.server.port
+        else:
+            self.server.add_socket(sock)
+            self.port = sock.getsockname()[1]
+        log.info("event=service.started address=%s port=%s database=%s storefronts=%s "
+                 "resumed_items=%d", self.cfg.server.address, self.port,
+                 _safe_url(self.cfg.database.url), ",".join(self.cfg.storefronts) or "none",
+                 resumed)
+
+    async def stop(self) -> None:
+        """Stop taking requests, let those under way finish, keep every job."""
+        if self.server is not None:
+            self.server.stop()
+            if not await self.inflight.wait_idle(SHUTDOWN_GRACE_SECONDS):
+                log.warning("event=service.stop_timeout what=requests count=%d",
+                            self.inflight.count)
+            await self.server.close_all_connections()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if not await jobs.drain(SHUTDOWN_GRACE_SECONDS):
+            # Their items stay pending and are resumed at the next start.
+            log.warning("event=service.stop_timeout what=lms-calls")
+        jobs.bind(None)
+        await self.store.close()
+        self.lms.close()
+        log.info("event=service.stopped")
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for the log."""
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable>"

@@ -1,0 +1,183 @@
+"""HTTP handlers: receive a delivery, let its storefront judge it, store it,
+schedule what it asks for, answer.
+
+Every request that reaches a handler here is stored as a delivery with its
+outcome before the answer leaves, whatever the answer. Bodies are streamed so
+the size limit is ours to enforce: Tornado on its own answers an over-long
+body with a bare 400 and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from types import SimpleNamespace
+from types import ModuleType
+from typing import Any
+
+from tornado import web
+
+from . import scheduler as sched
+from .storefronts import Outcome, rejected
+from .store import NewDelivery, Store, utcnow
+
+log = logging.getLogger("edx_hooks.handlers")
+
+#: How much of a rejected body is held in memory while it streams in.
+REJECTED_BODY_KEEP = 64 * 1024
+
+
+class Inflight:
+    """Counts requests being handled, so stopping can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+
+@web.stream_request_body
+class DeliveryHandler(web.RequestHandler):
+    """Stores every request it answers. Subclasses say how to judge a POST."""
+
+    def initialize(self, store: Store, scheduler: Any, max_body_size: int, inflight: Inflight,
+                   storefront: ModuleType | None = None,
+                   settings: SimpleNamespace | None = None,
+                   not_found: str = "unknown-endpoint") -> None:
+        """``storefront`` is the module that judges POSTs to this route, with
+        its ``settings``; without one the route answers 404 ``not_found``."""
+        self.store = store
+        self.inflight = inflight
+        self.counted = False
+        self.scheduler = scheduler
+        self.max_body_size = max_body_size
+        self.storefront = storefront
+        self.storefront_settings = settings
+        self.not_found = not_found
+        self.provider = storefront.PROVIDER if storefront else "unknown"
+
+    def prepare(self) -> Any:
+        self.inflight.enter()
+        self.counted = True
+        self.received_at = utcnow()
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.too_large = False
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_body_size:
+            # Refused before reading it; Tornado closes the connection after.
+            return self.conclude(rejected(413, "body-too-large"))
+        return None
+
+    def data_received(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_body_size:
+            self.too_large = True
+        keep = REJECTED_BODY_KEEP if self.too_large else self.max_body_size
+        held = sum(map(len, self.chunks))
+        if held < keep:
+            self.chunks.append(chunk[:keep - held])
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def on_finish(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.inflight.leave()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self.on_finish()
+
+    # -- methods
+
+    async def post(self, *_: str) -> None:
+        if self.too_large:
+            await self.conclude(rejected(413, "body-too-large"))
+        elif self.storefront is None:
+            await self.conclude(rejected(404, self.not_found))
+        else:
+            await self.conclude(self.storefront.receive(
+                self.request.headers, self.body, self.storefront_settings))
+
+    async def _not_post(self, *_: str) -> None:
+        if self.storefront is None:
+            await self.conclude(rejected(404, self.not_found))
+        else:
+            self.set_header("Allow", "POST")
+            await self.conclude(rejected(405, "method-not-allowed"))
+
+    get = head = put = patch = delete = options = _not_post
+
+    # -- the answer
+
+    async def conclude(self, outcome: Outcome) -> None:
+        """Store the delivery (and its order), schedule its items, answer."""
+        headers = {name: value for name, value in self.request.headers.get_all()}
+        delivery = NewDelivery(
+            provider=self.provider, endpoint=f"{self.request.method} {self.request.path}"[:200],
+            received_at=self.received_at, client_ip=self.request.remote_ip,
+            headers=headers, body=self.body, status=outcome.status, reason=outcome.reason,
+            shop=outcome.shop)
+        if outcome.status == 413:
+            delivery.body = delivery.body[:REJECTED_BODY_KEEP]
+        try:
+            recorded = await self.store.record(delivery, outcome.order)
+        except Exception:
+            # Not stored means not accepted: the shop will deliver it again.
+            log.error("event=delivery.unstored provider=%s status=503", self.provider)
+            self._answer(503, "storage-unavailable", None)
+            return
+        if recorded.new_pending:
+            sched.schedule(self.scheduler, recorded.new_pending)
+        if outcome.status < 300:
+            log.info("event=delivery.accepted provider=%s delivery=%d shop=%s order=%s "
+                     "new_items=%d failed_items=%d repeat=%s",
+                     self.provider, recorded.delivery_id, outcome.shop, recorded.order_id,
+                     len(recorded.new_pending), len(recorded.new_failed),
+                     str(recorded.order_existed).lower())
+            for item_id in recorded.new_failed:
+                log.error("event=item.failed order=%s item=%d attempt=0 reason=unusable-line-item",
+                          recorded.order_id, item_id)
+        else:
+            log.warning("event=delivery.rejected provider=%s delivery=%d status=%d reason=%s "
+                        "ip=%s", self.provider, recorded.delivery_id, outcome.status,
+                        outcome.reason, self.request.remote_ip)
+        self._answer(outcome.status, outcome.reason, recorded.delivery_id)
+
+    def _answer(self, status: int, reason: str, delivery_id: int | None) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        if self.request.method != "HEAD":
+            self.write(json.dumps({"status": status, "reason": reason, "delivery": delivery_id}))
+        if not self._finished:
+            self.finish()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "reason": self._reason}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, web.HTTPError):
+            return
+        log.error("event=request.error provider=%s path=%s", self.provider, self.request.path,
+                  exc_info=(typ, value, tb))

@@ -1,0 +1,125 @@
+"""The enrollment job: one line item, one attempt, one LMS call.
+
+APScheduler persists jobs by reference and with plain arguments, so the job
+is a module-level coroutine taking an item id; what it needs at run time
+(store, LMS client, scheduler, retry policy) is bound once at start-up with
+:func:`bind`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from . import scheduler as sched
+from .lms import LMSClient, PermanentError, Throttled, TransientError
+from .store import PENDING, Store, utcnow
+
+log = logging.getLogger("edx_hooks.jobs")
+
+
+@dataclass
+class Runtime:
+    store: Store
+    lms: LMSClient
+    scheduler: AsyncIOScheduler
+    attempts: int
+    delay_seconds: float
+    running: set[int] = field(default_factory=set)
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+
+_runtime: Runtime | None = None
+
+
+def bind(runtime: Runtime | None) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+async def drain(timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for running jobs; True if none is left."""
+    rt = _runtime
+    if rt is None or not rt.tasks:
+        return True
+    _, pending = await asyncio.wait(set(rt.tasks), timeout=timeout)
+    return not pending
+
+
+async def enroll_item(item_id: int) -> None:
+    """Make one attempt at enrolling one line item; schedule the next if needed."""
+    rt = _runtime
+    if rt is None:
+        raise RuntimeError("edx_hooks.jobs.bind() was not called")
+    if item_id in rt.running:  # a duplicate job for an item already in flight
+        return
+    rt.running.add(item_id)
+    task = asyncio.current_task()
+    if task is not None:
+        rt.tasks.add(task)
+    try:
+        await _attempt(rt, item_id)
+    finally:
+        rt.running.discard(item_id)
+        if task is not None:
+            rt.tasks.discard(task)
+
+
+async def _attempt(rt: Runtime, item_id: int) -> None:
+    item = await rt.store.item_for_job(item_id)
+    if item is None or item["state"] != PENDING:
+        return
+    ids = f"order={item['order_id']} item={item_id}"
+    attempt = item["attempts"] + 1
+    course = item["course_id"]
+    try:
+        if course is None:
+            course = await rt.lms.resolve_sku(item["sku"])
+            await rt.store.set_course(item_id, course)
+        result = await rt.lms.enroll(course, item["email"], reason=_reason(item))
+    except Throttled as e:
+        # Throttling is the LMS pacing us, not a failed attempt.
+        when = utcnow() + dt.timedelta(seconds=e.retry_after)
+        await rt.store.mark_retry(item_id, item["attempts"], str(e), when)
+        sched.schedule(rt.scheduler, [item_id], when)
+        log.warning("event=item.throttled %s retry_after=%.0f", ids, e.retry_after)
+    except PermanentError as e:
+        await _fail(rt, item_id, ids, attempt, str(e))
+    except TransientError as e:
+        await _transient(rt, item_id, ids, attempt, str(e))
+    except Exception as e:  # a bug must leave a visible trace, not a stuck item
+        log.exception("event=item.error %s attempt=%d", ids, attempt)
+        await _transient(rt, item_id, ids, attempt, f"internal error: {type(e).__name__}")
+    else:
+        await rt.store.mark_enrolled(item_id, attempt)
+        log.info("event=item.enrolled %s course=%s attempt=%d result=%s",
+                 ids, course, attempt, result)
+
+
+async def _transient(rt: Runtime, item_id: int, ids: str, attempt: int, reason: str) -> None:
+    if attempt >= rt.attempts:
+        await _fail(rt, item_id, ids, attempt, f"{reason} (after {attempt} attempts)")
+        return
+    when = utcnow() + dt.timedelta(seconds=rt.delay_seconds)
+    await rt.store.mark_retry(item_id, attempt, reason, when)
+    sched.schedule(rt.scheduler, [item_id], when)
+    log.warning("event=item.retry %s attempt=%d next_in=%.0f reason=%s",
+                ids, attempt, rt.delay_seconds, _quoted(reason))
+
+
+async def _fail(rt: Runtime, item_id: int, ids: str, attempt: int, reason: str) -> None:
+    await rt.store.mark_failed(item_id, attempt, reason)
+    log.error("event=item.failed %s attempt=%d reason=%s", ids, attempt, _quoted(reason))
+
+
+def _reason(item: dict) -> str:
+    """What the LMS audit log records: the order, findable from either side."""
+    return f"edx-hooks {item['provider']} order {item['order_name']} ({item['shop']})"[:255]
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

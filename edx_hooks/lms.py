@@ -1,0 +1,262 @@
+"""The one client of the Open edX LMS: OAuth2 token, SKU lookup, bulk enrollment.
+
+Written on ``tornado.httpclient.AsyncHTTPClient`` directly: the session
+wrapper the predecessor used (tornado-httpclient-session, last released
+2016) no longer imports on Tornado 6, and what it added — a cached token and
+a cookie jar — is a few lines here.
+
+Every call has explicit connect and request timeouts. Failures are sorted
+into :class:`TransientError` (worth another attempt later),
+:class:`Throttled` (the LMS asked us to slow down; not a failed attempt) and
+:class:`PermanentError` (retrying cannot help; an operator must act).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import re
+import time
+import urllib.parse
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.iostream import StreamClosedError
+
+log = logging.getLogger("edx_hooks.lms")
+
+BULK_ENROLL_PATH = "/api/bulk_enroll/v1/bulk_enroll"  # no trailing slash: newer LMSes 404 on it
+TOKEN_PATH = "/oauth2/access_token"
+#: refresh the token this long before the LMS says it expires
+TOKEN_MARGIN_SECONDS = 60
+
+_COURSE_PART = r"[\w\-~.:]+"
+COURSE_ID_RE = re.compile(rf"course-v1:{_COURSE_PART}\+{_COURSE_PART}\+{_COURSE_PART}")
+_EMAIL_RE = re.compile(r"[^@\s,;<>()\[\]\\\"]+@[^@\s,;<>()\[\]\\\"]+\.[^@\s,;<>()\[\]\\\".]+")
+
+
+def is_course_id(value: str) -> bool:
+    """A course id in the opaque-keys grammar: course-v1:ORG+COURSE+RUN."""
+    return COURSE_ID_RE.fullmatch(value) is not None
+
+
+def is_email(value: str) -> bool:
+    """One plain address: no list separators, whitespace or control characters
+    (bulk_enroll splits its ``identifiers`` on commas and whitespace)."""
+    return (len(value) <= 254 and value.isprintable()
+            and _EMAIL_RE.fullmatch(value) is not None)
+
+
+class LMSError(Exception):
+    """An LMS call that did not succeed; ``str()`` is the reason recorded."""
+
+
+class TransientError(LMSError):
+    """Connection error, timeout, 5xx: another attempt later may succeed."""
+
+
+class Throttled(TransientError):
+    """429: wait ``retry_after`` seconds; does not count as a failed attempt."""
+
+    def __init__(self, reason: str, retry_after: float):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class PermanentError(LMSError):
+    """The LMS refused for a reason another attempt cannot change."""
+
+
+def _retry_after(response: HTTPResponse, default: float = 60.0) -> float:
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return default
+
+
+def _summary(response: HTTPResponse, limit: int = 200) -> str:
+    """A short, single-line excerpt of an LMS answer for the recorded reason."""
+    body = (response.body or b"")[:limit].decode("utf-8", "replace")
+    return " ".join(body.split())
+
+
+class LMSClient:
+    def __init__(self, base_url: str, client_id: str, client_secret: str, *,
+                 timeout: float = 10.0, auto_enroll: bool = True,
+                 email_students: bool = True, sku_prefix: str = "",
+                 max_clients: int = 10):
+        self.base_url = base_url.rstrip("/")
+        self._host = urllib.parse.urlsplit(self.base_url).hostname
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self.timeout = timeout
+        self.auto_enroll = auto_enroll
+        self.email_students = email_students
+        self.sku_prefix = sku_prefix
+        self._http = AsyncHTTPClient(force_instance=True, max_clients=max_clients)
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._token_lock = asyncio.Lock()
+
+    def close(self) -> None:
+        self._http.close()
+
+    async def _fetch(self, url: str, **kwargs: Any) -> HTTPResponse:
+        request = HTTPRequest(url, connect_timeout=self.timeout, request_timeout=self.timeout,
+                              follow_redirects=False, **kwargs)
+        try:
+            return await self._http.fetch(request, raise_error=False)
+        except HTTPClientError as e:  # 599: timeout or closed connection
+            raise TransientError(f"LMS unreachable: {e.message or e}") from None
+        except (OSError, StreamClosedError) as e:
+            raise TransientError(f"LMS unreachable: {e.strerror or e}"
+                                 if isinstance(e, OSError) else f"LMS unreachable: {e}") from None
+
+    # -- OAuth2
+
+    async def token(self, *, stale: str | None = None) -> str:
+        """A JWT access token, cached until shortly before it expires.
+
+        ``stale`` is a token the LMS just refused: fetch a new one unless
+        another call has done so meanwhile.
+        """
+        async with self._token_lock:
+            fresh = time.monotonic() < self._token_expires
+            if self._token and fresh and self._token != stale:
+                return self._token
+            body = urllib.parse.urlencode({
+                "grant_type": "client_credentials", "client_id": self._client_id,
+                "client_secret": self._client_secret, "token_type": "jwt"})
+            response = await self._fetch(self.base_url + TOKEN_PATH, method="POST", body=body)
+            if response.code == 429:
+                raise Throttled("LMS throttled the token request (429)", _retry_after(response))
+            if response.code >= 500:
+                raise TransientError(f"LMS token endpoint answered {response.code}")
+            if response.code != 200:
+                raise PermanentError(
+                    f"LMS refused the OAuth2 client credentials ({response.code}): "
+                    "check lms.client_id and lms.client_secret")
+            try:
+                answer = json.loads(response.body)
+                token = answer["access_token"]
+                expires_in = float(answer.get("expires_in", 3600))
+            except (ValueError, KeyError, TypeError):
+                raise TransientError("LMS token endpoint answered 200 without a token") from None
+            self._token = token
+            self._token_expires = time.monotonic() + max(0.0, expires_in - TOKEN_MARGIN_SECONDS)
+            log.info("event=lms.token expires_in=%d", expires_in)
+            return token
+
+    # -- SKU lookup
+
+    async def resolve_sku(self, sku: str) -> str:
+        """The course id an SKU redirects to on the LMS.
+
+        Only the first redirect is read: following them all can end on a login
+        page with the course id left only in a query string. The lookup never
+        leaves the LMS's host.
+        """
+        url = f"{self.base_url}/{self.sku_prefix}{urllib.parse.quote(sku, safe='-._~')}"
+        response = await self._fetch(url, method="HEAD")
+        if response.code == 429:
+            raise Throttled("LMS throttled the SKU lookup (429)", _retry_after(response))
+        if response.code >= 500:
+            raise TransientError(f"SKU lookup answered {response.code}")
+        location = response.headers.get("Location")
+        if response.code not in (301, 302, 303, 307, 308) or not location:
+            raise PermanentError(f"SKU {sku!r} resolves to no course: HEAD {url} answered "
+                                 f"{response.code} without a redirect")
+        target = urllib.parse.urlsplit(urllib.parse.urljoin(url, location))
+        course_id = None
+        if target.hostname == self._host:
+            segments = target.path.split("/")
+            if "courses" in segments:
+                after = segments.index("courses") + 1
+                if after < len(segments):
+                    course_id = urllib.parse.unquote(segments[after])
+        if not course_id or not is_course_id(course_id):
+            raise PermanentError(f"SKU {sku!r} redirects to {location[:200]!r}, "
+                                 "which names no course on the LMS")
+        return course_id
+
+    # -- enrollment
+
+    async def enroll(self, course_id: str, email_address: str, reason: str) -> str:
+        """Enroll one learner in one course; returns ``enrolled`` or ``allowed``
+        (no account yet: enrolled when they register)."""
+        form = urllib.parse.urlencode({
+            "action": "enroll", "courses": course_id, "identifiers": email_address,
+            "auto_enroll": "true" if self.auto_enroll else "false",
+            "email_students": "true" if self.email_students else "false",
+            "reason": reason})
+        response = await self._bulk_enroll(form, redact=email_address)
+        return _enroll_result(response, course_id, email_address)
+
+    async def _bulk_enroll(self, form: str, redact: str) -> HTTPResponse:
+        token = None
+        for _ in range(2):  # on a 401: one fresh token, one repeat
+            token = await self.token(stale=token)
+            response = await self._fetch(
+                self.base_url + BULK_ENROLL_PATH, method="POST", body=form,
+                headers={"Authorization": f"JWT {token}",
+                         "Content-Type": "application/x-www-form-urlencoded",
+                         "Accept": "application/json"})
+            if response.code != 401:
+                break
+            log.info("event=lms.unauthorized action=refresh-token")
+        code = response.code
+        if code == 200:
+            return response
+        if code == 429:
+            raise Throttled("LMS throttled bulk_enroll (429)", _retry_after(response))
+        if code >= 500:
+            raise TransientError(f"bulk_enroll answered {code}")
+        hints = {
+            400: "the LMS rejected the request",
+            401: "the LMS refused a fresh token: check the OAuth2 application",
+            403: "the OAuth2 application's user is not global staff",
+            404: "unknown course, or the bulk enrollment view is off "
+                 "(ENABLE_BULK_ENROLLMENT_VIEW)",
+        }
+        hint = hints.get(code, "unexpected answer")
+        if 300 <= code < 400:
+            hint = f"redirected to {response.headers.get('Location', '?')[:200]}: " \
+                   "set lms.base_url to the LMS's final URL"
+        # The LMS may echo the learner's email: it stays out of reasons and logs.
+        detail = _summary(response).replace(redact, "<learner>")
+        raise PermanentError(f"bulk_enroll answered {code}: {hint}" + (f" ({detail})" if detail else ""))
+
+
+def _enroll_result(response: HTTPResponse, course_id: str, email_address: str) -> str:
+    """Read a 200 from bulk_enroll; a 200 can still carry a per-learner failure."""
+    try:
+        answer = json.loads(response.body)
+        results = answer["courses"][course_id]["results"]
+    except (ValueError, KeyError, TypeError):
+        raise PermanentError("bulk_enroll answered 200 without a result for the course") from None
+    if not isinstance(results, list):
+        raise PermanentError("bulk_enroll answered 200 with a malformed result")
+    mine = [r for r in results if isinstance(r, dict)
+            and str(r.get("identifier", "")).lower() == email_address.lower()]
+    if not mine:
+        raise PermanentError("bulk_enroll answered 200 without a result for the learner")
+    result = mine[0]
+    if result.get("invalidIdentifier"):
+        raise PermanentError("the LMS rejected the learner email as invalid")
+    if result.get("error") or result.get("success") is False:
+        message = str(result.get("error_message") or result.get("error_type") or "")[:200]
+        raise PermanentError("the LMS reported an error enrolling the learner"
+                             + (f": {message}" if message else ""))
+    after = result.get("after")
+    if isinstance(after, dict):
+        if after.get("enrollment"):
+            return "enrolled"
+        if after.get("allowed"):
+            return "allowed"
+    raise PermanentError("bulk_enroll answered 200 but did not confirm the enrollment")

@@ -1,0 +1,90 @@
+"""Storefronts: what each shop sends and how to tell a genuine order.
+
+One module per storefront. Each exposes ``receive(headers, body, settings)``,
+a pure function (no I/O) that returns an :class:`Outcome`: the status to
+answer, the reason to record, and, when the delivery is accepted, the order
+to store. Handlers stay thin; all storefront knowledge lives here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..lms import is_course_id, is_email
+from ..store import NewItem, NewOrder
+
+
+@dataclass
+class Outcome:
+    status: int
+    reason: str
+    shop: str | None = None
+    order: NewOrder | None = None
+
+
+def rejected(status: int, reason: str, shop: str | None = None) -> Outcome:
+    return Outcome(status, reason, shop)
+
+
+def signature_valid(body: bytes, secret: str, signature: str) -> bool:
+    """Whether ``signature`` is the base64 HMAC-SHA256 of ``body`` under ``secret``.
+
+    Constant-time comparison; a signature that is not base64 is simply invalid.
+    """
+    expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
+    try:
+        given = base64.b64decode(signature.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return hmac.compare_digest(expected, given)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is anything else."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def external_id(value: Any) -> str | None:
+    """A storefront id as text: a positive integer, or a non-empty string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value) if value > 0 else None
+    if isinstance(value, str) and value.strip() and len(value) <= 64:
+        return value.strip()
+    return None
+
+
+def make_item(item_id: str, sku: Any, email: Any, email_hint: str) -> NewItem:
+    """A line item to store, failed at once when it cannot be enrolled.
+
+    ``email_hint`` says where the storefront keeps the learner email, for the
+    recorded reason.
+    """
+    if isinstance(sku, (int, float)) and not isinstance(sku, bool):
+        sku = str(sku)
+    sku = sku.strip() if isinstance(sku, str) and sku.strip() else None
+    email = email.strip() if isinstance(email, str) and email.strip() else None
+    item = NewItem(external_id=item_id, sku=sku and sku[:255], email=email and email[:320])
+    if email is None:
+        item.failure = f"no learner email ({email_hint})"
+    elif not is_email(email):
+        item.failure = "learner email is not one valid address"
+    elif sku is None:
+        item.failure = "no SKU: set the course id, or a SKU the LMS redirects, on the product"
+    elif sku.startswith("course-v1:"):
+        if is_course_id(sku):
+            item.course_id = sku
+        else:
+            item.failure = "SKU starts with course-v1: but is not a valid course id"
+    return item

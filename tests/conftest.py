@@ -1,0 +1,190 @@
+"""Fixtures: a stand-in LMS on a free port, the real service on another, a
+temporary SQLite file, and helpers to send deliveries signed as shops sign them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.testing import bind_unused_port
+
+from edx_hooks import config
+from edx_hooks.app import Service
+
+from .standin_lms import StandinLMS
+
+SHOP = "school.myshopify.com"
+SHOPIFY_SECRET = "shopify-signing-secret-7f3a"
+COURSE = "course-v1:Demo+PY101+2026"
+
+
+def toml_value(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any] | None]) -> Path:
+    lines = []
+    for section, values in sections.items():
+        if values is None:
+            continue
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def base_sections(tmp_path: Path, lms_url: str) -> dict[str, dict[str, Any] | None]:
+    return {
+        "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'edx-hooks.db'}"},
+        "lms": {"base_url": lms_url, "client_id": "edx-hooks",
+                "client_secret": "lms-client-secret", "timeout_seconds": 2,
+                "sku_prefix": "sku/"},
+        "retry": {"attempts": 3, "delay_seconds": 0.2},
+        "shopify": {"shop_domain": SHOP, "secret": SHOPIFY_SECRET},
+    }
+
+
+class Harness:
+    """The real service on a real socket, plus what tests need around it."""
+
+    def __init__(self, tmp_path: Path, lms: StandinLMS):
+        self.tmp_path = tmp_path
+        self.lms = lms
+        self.service: Service | None = None
+        self.url = ""
+        self.db_path = tmp_path / "edx-hooks.db"
+        self.http = AsyncHTTPClient(force_instance=True)
+
+    async def start(self, **overrides: dict[str, Any] | None) -> Service:
+        sections = base_sections(self.tmp_path, self.lms.url)
+        for section, values in overrides.items():
+            if values is None:
+                sections[section] = None
+            else:
+                sections[section] = {**(sections.get(section) or {}), **values}
+        cfg = config.load(str(write_config(self.tmp_path / "edx-hooks.toml", sections)), {})
+        self.service = Service(cfg)
+        sock, port = bind_unused_port()
+        await self.service.start(sock)
+        self.url = f"http://127.0.0.1:{port}"
+        return self.service
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+            self.service = None
+
+    async def request(self, path: str, method: str = "POST", body: bytes | None = None,
+                      headers: dict[str, str] | None = None, **kw: Any) -> HTTPResponse:
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            body = b""
+        return await self.http.fetch(HTTPRequest(self.url + path, method=method, body=body,
+                                                 headers=headers, **kw), raise_error=False)
+
+    async def shopify(self, order: dict | bytes, *, secret: str = SHOPIFY_SECRET,
+                      shop: str = SHOP, headers: dict[str, str] | None = None,
+                      path: str = "/webhooks/shopify/order/create") -> HTTPResponse:
+        body = order if isinstance(order, bytes) else json.dumps(order).encode()
+        sent = {"Content-Type": "application/json", "X-Shopify-Topic": "orders/create",
+                "X-Shopify-Shop-Domain": shop, "X-Shopify-API-Version": "2026-10",
+                "X-Shopify-Hmac-Sha256": shopify_signature(body, secret),
+                "X-Shopify-Webhook-Id": f"wh-{time.monotonic_ns()}"}
+        sent.update(headers or {})
+        return await self.request(path, body=body, headers={k: v for k, v in sent.items()
+                                                             if v is not None})
+
+    def db(self, query: str, *args: Any) -> list[tuple]:
+        """Read the service's SQLite file directly, as an operator would."""
+        with sqlite3.connect(self.db_path) as conn:
+            return conn.execute(query, args).fetchall()
+
+    def items(self) -> list[dict[str, Any]]:
+        with sqlite3.connect(self.db_path) as conn:
+            conn.row_factory = sqlite3.Row
+            return [dict(r) for r in conn.execute("SELECT * FROM items ORDER BY id")]
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        with sqlite3.connect(self.db_path) as conn:
+            conn.row_factory = sqlite3.Row
+            return [dict(r) for r in conn.execute("SELECT * FROM deliveries ORDER BY id")]
+
+
+def shopify_signature(body: bytes, secret: str) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+_order_ids = iter(range(5_000_000_001, 6_000_000_000))
+
+
+def shopify_order(*lines: dict[str, Any], order_id: int | None = None) -> dict[str, Any]:
+    """An orders/create payload shaped like Shopify's (the fields we read and
+    a realistic share of the ones we do not)."""
+    order_id = order_id or next(_order_ids)
+    number = order_id % 100000
+    return {
+        "id": order_id, "name": f"#{number}", "order_number": number,
+        "email": "buyer@example.org", "contact_email": "buyer@example.org",
+        "created_at": "2026-11-28T10:00:00-05:00", "currency": "USD",
+        "financial_status": "paid", "fulfillment_status": None, "test": False,
+        "total_price": "49.00", "subtotal_price": "49.00", "total_tax": "0.00",
+        "customer": {"id": 7001, "email": "buyer@example.org", "first_name": "Ada",
+                     "last_name": "Lovelace"},
+        "billing_address": {"first_name": "Ada", "last_name": "Lovelace",
+                            "address1": "12 Analytical Row", "city": "London",
+                            "country": "United Kingdom", "zip": "N1 9GU"},
+        "line_items": list(lines),
+    }
+
+
+_line_ids = iter(range(9_000_000_001, 10_000_000_000))
+
+
+def line_item(sku: Any = COURSE, email: Any = "learner@example.org",
+              **extra: Any) -> dict[str, Any]:
+    props = [] if email is None else [{"name": "email", "value": email}]
+    item = {"id": next(_line_ids), "product_id": 632910392, "variant_id": 808950810,
+            "title": "Python 101", "quantity": 1, "price": "49.00", "sku": sku,
+            "requires_shipping": False, "taxable": True, "gift_card": False,
+            "properties": [{"name": "First name", "value": "Ada"}] + props}
+    item.update(extra)
+    return item
+
+
+async def until(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
+    """Wait until ``check()`` is truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def harness(io_loop, tmp_path):
+    """A stand-in LMS started; the service is started by the test with
+    ``await harness.start(**overrides)`` so each test chooses its config."""
+    lms = StandinLMS()
+    io_loop.run_sync(lms.start)
+    h = Harness(tmp_path, lms)
+    yield h
+    io_loop.run_sync(h.stop)
+    io_loop.run_sync(lms.stop)
+    h.http.close()
+
+
+@pytest.fixture
+def lms(harness) -> StandinLMS:
+    return harness.lms
+

@@ -1,0 +1,209 @@
+"""A stand-in Open edX LMS: a small Tornado app on a free port that speaks the
+real contract (protocols.md): OAuth2 client credentials with JWT tokens, the
+bulk enrollment view without trailing slash, SKU redirects answered with a
+301 for any method, and the failures a real LMS produces on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+from dataclasses import dataclass, field
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+
+COURSE_ID = re.compile(r"course-v1:[\w\-~.:]+\+[\w\-~.:]+\+[\w\-~.:]+")
+
+
+@dataclass
+class Call:
+    """One bulk_enroll request as the LMS saw it."""
+    form: dict[str, str]
+    authorization: str
+    at: float
+
+
+@dataclass
+class Forced:
+    """An answer to give instead of the real one: a status, or a hang."""
+    status: int = 503
+    body: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: float = 0.0
+
+
+class StandinLMS:
+    def __init__(self, client_id: str = "edx-hooks", client_secret: str = "lms-client-secret",
+                 expires_in: int = 3600):
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.expires_in = expires_in
+        self.calls: list[Call] = []  # bulk_enroll requests, whatever the answer
+        self.token_requests = 0
+        self.valid_tokens: set[str] = set()
+        self._serial = itertools.count(1)
+        #: answers to give to the next bulk_enroll requests, in order
+        self.forced: list[Forced] = []
+        #: the same, for token requests
+        self.forced_token: list[Forced] = []
+        #: sku path (after the host) -> Location of its 301
+        self.redirects: dict[str, str] = {}
+        self.head_requests: list[str] = []
+        #: learner emails with an LMS account (others get an "allowed" row)
+        self.registered: set[str] = set()
+        #: if set, only these course ids exist (others: 404 as up to Teak)
+        self.courses: set[str] | None = None
+        #: identifiers the LMS answers 200 with a per-learner error for
+        self.erroring: set[str] = set()
+        self.server: HTTPServer | None = None
+        self.url = ""
+
+    async def start(self) -> "StandinLMS":
+        app = web.Application([
+            (r"/oauth2/access_token", _Token, {"lms": self}),
+            (r"/api/bulk_enroll/v1/bulk_enroll", _BulkEnroll, {"lms": self}),
+            (r"/(.*)", _Redirects, {"lms": self}),
+        ])
+        sock, port = bind_unused_port()
+        self.server = HTTPServer(app)
+        self.server.add_socket(sock)
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            await self.server.close_all_connections()
+
+    def revoke_tokens(self) -> None:
+        self.valid_tokens.clear()
+
+    def calls_for(self, email: str) -> list[Call]:
+        return [c for c in self.calls if c.form.get("identifiers") == email]
+
+
+class _Base(web.RequestHandler):
+    def initialize(self, lms: StandinLMS) -> None:
+        self.lms = lms
+
+    async def forced(self, queue: list[Forced]) -> bool:
+        if not queue:
+            return False
+        answer = queue.pop(0)
+        if answer.hang:
+            await asyncio.sleep(answer.hang)
+        self.set_status(answer.status)
+        for k, v in answer.headers.items():
+            self.set_header(k, v)
+        self.finish(answer.body)
+        return True
+
+    def form(self) -> dict[str, str]:
+        return {k: v[-1].decode() for k, v in self.request.body_arguments.items()}
+
+    def check_xsrf_cookie(self) -> None:
+        pass
+
+
+class _Token(_Base):
+    async def post(self) -> None:
+        self.lms.token_requests += 1
+        if await self.forced(self.lms.forced_token):
+            return
+        form = self.form()
+        if (form.get("grant_type") != "client_credentials"
+                or form.get("client_id") != self.lms.client_id
+                or form.get("client_secret") != self.lms.client_secret):
+            self.set_status(401)
+            self.finish({"error": "invalid_client"})
+            return
+        if form.get("token_type", "").lower() != "jwt":
+            self.set_status(400)
+            self.finish({"error": "this stand-in only issues JWTs"})
+            return
+        token = f"jwt-{next(self.lms._serial)}"
+        self.lms.valid_tokens.add(token)
+        self.finish({"access_token": token, "token_type": "JWT",
+                     "expires_in": self.lms.expires_in, "scope": "read write profile email"})
+
+
+class _BulkEnroll(_Base):
+    async def post(self) -> None:
+        form = self.form() if self.request.headers.get("Content-Type", "").startswith(
+            "application/x-www-form-urlencoded") else json.loads(self.request.body)
+        auth = self.request.headers.get("Authorization", "")
+        self.lms.calls.append(Call(form=form, authorization=auth, at=time.monotonic()))
+        if await self.forced(self.lms.forced):
+            return
+        scheme, _, token = auth.partition(" ")
+        if scheme != "JWT" or token not in self.lms.valid_tokens:
+            self.set_status(401)
+            self.finish({"detail": "Authentication credentials were not provided."})
+            return
+        courses = [c.strip() for c in form.get("courses", "").split(",") if c.strip()]
+        identifiers = [i.strip() for i in re.split(r"[\n,]", form.get("identifiers", ""))
+                       if i.strip()]
+        if not courses or not identifiers or form.get("action") not in ("enroll", "unenroll"):
+            self.set_status(400)
+            self.finish({"error": "missing action, courses or identifiers"})
+            return
+        for course in courses:
+            if not COURSE_ID.fullmatch(course):
+                self.set_status(400)
+                self.finish({"courses": [f"Invalid course id: {course}"]})
+                return
+            if self.lms.courses is not None and course not in self.lms.courses:
+                self.set_status(404)
+                self.finish({"detail": "Course not found."})
+                return
+        auto = form.get("auto_enroll") in ("true", "True", True)
+        enroll = form["action"] == "enroll"
+        answer = {"action": form["action"], "auto_enroll": auto,
+                  "email_students": form.get("email_students") in ("true", "True", True),
+                  "courses": {}}
+        for course in courses:
+            results = []
+            for ident in identifiers:
+                if "@" not in ident:
+                    results.append({"identifier": ident, "invalidIdentifier": True})
+                    continue
+                if ident in self.lms.erroring:
+                    results.append({"identifier": ident, "error": True})
+                    continue
+                user = ident in self.lms.registered
+                results.append({
+                    "identifier": ident,
+                    "before": {"user": user, "enrollment": False, "allowed": False,
+                               "auto_enroll": False},
+                    "after": {"user": user, "enrollment": enroll and user,
+                              "allowed": enroll and not user, "auto_enroll": auto and not user},
+                })
+            answer["courses"][course] = {"action": form["action"], "auto_enroll": auto,
+                                         "results": results}
+        self.finish(answer)
+
+
+class _Redirects(_Base):
+    """The redirect middleware: an exact path match answers 301, any method."""
+
+    def _redirect(self, path: str) -> None:
+        self.lms.head_requests.append(path)
+        location = self.lms.redirects.get(path)  # Tornado has decoded it
+        if location is None:
+            self.set_status(404)
+            self.finish()
+            return
+        self.set_status(301)
+        self.set_header("Location", location)
+        self.finish()
+
+    def head(self, path: str) -> None:
+        self._redirect(path)
+
+    def get(self, path: str) -> None:
+        self._redirect(path)
