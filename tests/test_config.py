@@ -1,0 +1,112 @@
+"""Configuration: defaults, environment overrides, and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from edx_hooks import config
+from edx_hooks.config import ConfigError
+
+from .conftest import write_config
+
+MINIMAL = {"lms": {"base_url": "https://lms.example.org/", "client_id": "c",
+                   "client_secret": "s"}}
+
+
+def load(tmp_path, sections, env=None):
+    return config.load(str(write_config(tmp_path / "c.toml", sections)), env or {})
+
+
+def error(tmp_path, sections, env=None) -> str:
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, sections, env)
+    message = str(e.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults(tmp_path):
+    cfg = load(tmp_path, MINIMAL)
+    assert (cfg.server.address, cfg.server.port, cfg.server.xheaders) == ("127.0.0.1", 8090, False)
+    assert cfg.server.max_body_size == 2 * 1024 * 1024
+    assert cfg.database.url == "sqlite+aiosqlite:///edx-hooks.db"
+    assert cfg.database.jobs_url == "sqlite:///edx-hooks.db.jobs.db"
+    assert cfg.lms.base_url == "https://lms.example.org"  # trailing slash dropped
+    assert (cfg.lms.auto_enroll, cfg.lms.email_students, cfg.lms.timeout_seconds) == (True, True, 10)
+    assert (cfg.retry.attempts, cfg.retry.delay_seconds) == (3, 180)
+    assert cfg.shopify is None and cfg.storefronts == []
+
+
+def test_environment_wins_over_the_file(tmp_path):
+    sections = {**MINIMAL, "shopify": {"shop_domain": "a.myshopify.com", "secret": "file"}}
+    cfg = load(tmp_path, sections, {"EDX_HOOKS_SHOPIFY_SECRET": "from-env",
+                                    "EDX_HOOKS_SERVER_PORT": "9000",
+                                    "EDX_HOOKS_SERVER_XHEADERS": "true"})
+    assert cfg.shopify.secret == "from-env"
+    assert cfg.server.port == 9000 and cfg.server.xheaders is True
+
+
+def test_a_storefront_can_be_configured_from_the_environment_alone(tmp_path):
+    cfg = load(tmp_path, MINIMAL, {"EDX_HOOKS_SHOPIFY_SHOP_DOMAIN": "A.myshopify.com",
+                                   "EDX_HOOKS_SHOPIFY_SECRET": "x"})
+    assert cfg.shopify.shop_domain == "a.myshopify.com" and cfg.storefronts == ["shopify"]
+
+
+def test_no_file_at_all(tmp_path):
+    cfg = config.load(None, {"EDX_HOOKS_LMS_BASE_URL": "http://lms", "EDX_HOOKS_LMS_CLIENT_ID": "c",
+                             "EDX_HOOKS_LMS_CLIENT_SECRET": "s"})
+    assert cfg.lms.base_url == "http://lms"
+
+
+@pytest.mark.parametrize("sections, env, expected", [
+    ({"lms": {"client_id": "c", "client_secret": "s"}}, {},
+     "lms.base_url is required"),
+    ({"lms": {**MINIMAL["lms"], "base_url": "lms.example.org"}}, {},
+     "lms.base_url = 'lms.example.org' must be an http(s) URL"),
+    ({**MINIMAL, "server": {"port": "eighty"}}, {},
+     "server.port = 'eighty' must be a whole number from 1 to 65535"),
+    (MINIMAL, {"EDX_HOOKS_SERVER_PORT": "99999"},
+     "server.port = '99999' (from EDX_HOOKS_SERVER_PORT) must be a whole number"),
+    ({**MINIMAL, "shopify": {"shop_domain": "a.myshopify.com"}}, {},
+     "shopify.secret is required"),
+    ({**MINIMAL, "shopify": {"shop_domain": "a.myshopify.com", "secret": " "}}, {},
+     "shopify.secret = <hidden> must not be empty"),
+    ({**MINIMAL, "lms_typo": {"x": 1}}, {}, "unknown section [lms_typo]"),
+    ({**MINIMAL, "server": {"prot": 80}}, {}, "unknown key server.prot"),
+    (MINIMAL, {"EDX_HOOKS_LMS_CLIENTSECRET": "x"},
+     "unknown environment variable EDX_HOOKS_LMS_CLIENTSECRET"),
+    ({**MINIMAL, "server": {"xheaders": "maybe"}}, {}, "server.xheaders = 'maybe' must be true or false"),
+    ({**MINIMAL, "database": {"url": "sqlite:///x.db"}}, {}, "SQLite needs the async driver"),
+])
+def test_bad_values_name_the_key_and_the_fix(tmp_path, sections, env, expected):
+    message = error(tmp_path, sections, env)
+    assert expected in message
+    key = expected.split()[0] if "." in expected.split()[0] else None
+    if key and "unknown" not in expected:
+        assert "EDX_HOOKS_" in message  # says where to set it
+
+
+def test_secret_values_are_never_echoed(tmp_path):
+    message = error(tmp_path, MINIMAL, {"EDX_HOOKS_LMS_CLIENT_SECRET": ""})
+    assert "<hidden>" in message
+
+
+def test_unreadable_toml(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[lms\nbase_url = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(str(path), {})
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(str(tmp_path / "missing.toml"), {})
+
+
+def test_example_config_documents_every_key():
+    import pathlib
+    example = pathlib.Path(__file__).parent.parent / "conf" / "edx-hooks.example.toml"
+    text = example.read_text()
+    for setting in config.SETTINGS:
+        assert f"[{setting.section}]" in text
+        assert f"{setting.key} =" in text, setting.name
+    # and it loads, with its placeholders
+    cfg = config.load(str(example), {})
+    assert cfg.storefronts == ["shopify"]

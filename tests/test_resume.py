@@ -1,0 +1,36 @@
+"""Start-up gives every pending line item its job back, once."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from .conftest import line_item, shopify_order, until
+
+
+def jobs(harness) -> list[str]:
+    with sqlite3.connect(str(harness.db_path) + ".jobs.db") as conn:
+        return [r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs ORDER BY id")]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("lose_jobs", [False, True])
+async def test_pending_items_are_resumed_after_restart(harness, lms, lose_jobs):
+    service = await harness.start()
+    service.scheduler.pause()  # accepted and scheduled, but no job gets to run
+    response = await harness.shopify(shopify_order(line_item(email="a@example.org"),
+                                                   line_item(email="b@example.org")))
+    assert response.code == 200
+    await harness.stop()
+    assert jobs(harness) == ["enroll-1", "enroll-2"]
+    if lose_jobs:  # as if killed between the commit and the scheduling
+        with sqlite3.connect(str(harness.db_path) + ".jobs.db") as conn:
+            conn.execute("DELETE FROM apscheduler_jobs")
+    assert [i["state"] for i in harness.items()] == ["pending", "pending"]
+    assert lms.calls == []
+
+    await harness.start()
+    await until(lambda: all(i["state"] == "enrolled" for i in harness.items()))
+    assert sorted(c.form["identifiers"] for c in lms.calls) == ["a@example.org", "b@example.org"]
+    assert jobs(harness) == []

@@ -1,0 +1,127 @@
+"""`edx-hooks serve` as deployed: a real process, its start-up line, a signed
+order reaching the LMS, a clean stop on SIGTERM, and config errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+import pytest
+from tornado.testing import bind_unused_port
+
+from .conftest import base_sections, line_item, shopify_order, until, write_config
+
+
+def free_port() -> int:
+    sock, port = bind_unused_port()
+    sock.close()
+    return port
+
+
+async def start_serve(config_path, env=None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edx_hooks", "serve", "--config", str(config_path),
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
+
+
+async def read_until(stream: asyncio.StreamReader, marker: str, timeout: float = 20) -> str:
+    seen = ""
+    async def read():
+        nonlocal seen
+        while marker not in seen:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError(f"process ended before {marker!r}:\n{seen}")
+            seen += line.decode()
+        return seen
+    return await asyncio.wait_for(read(), timeout)
+
+
+@pytest.mark.gen_test
+async def test_serve_enrolls_a_signed_order_within_a_second_and_stops_cleanly(harness, lms):
+    port = free_port()
+    sections = base_sections(harness.tmp_path, lms.url)
+    sections["server"] = {"port": port}
+    sections["lms"].pop("client_secret")  # from the environment, as the README says
+    config_path = write_config(harness.tmp_path / "serve.toml", sections)
+    proc = await start_serve(config_path, {"EDX_HOOKS_LMS_CLIENT_SECRET": lms.client_secret})
+    try:
+        started = await read_until(proc.stderr, "event=service.started")
+        assert f"port={port}" in started and "storefronts=shopify" in started
+        assert "edx-hooks.db" in started
+        harness.url = f"http://127.0.0.1:{port}"
+        sent = time.monotonic()
+        response = await harness.shopify(shopify_order(line_item(email="ada@example.org")))
+        assert response.code == 200
+        await until(lambda: lms.calls, timeout=5)
+        assert lms.calls[0].at - sent < 1.0
+        assert lms.calls[0].form["identifiers"] == "ada@example.org"
+        await until(lambda: harness.items()[0]["state"] == "enrolled")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    rest = (await asyncio.wait_for(proc.stderr.read(), 20)).decode()
+    assert await proc.wait() == 0
+    assert "event=service.stopped" in rest
+    assert lms.client_secret not in started + rest
+
+
+@pytest.mark.gen_test
+async def test_sigint_stops_it_too_and_pending_work_survives(harness, lms):
+    port = free_port()
+    sections = base_sections(harness.tmp_path, lms.url)
+    sections["server"] = {"port": port}
+    sections["retry"] = {"delay_seconds": 3600}
+    config_path = write_config(harness.tmp_path / "serve.toml", sections)
+    await lms.stop()  # LMS down: the item stays pending, its retry an hour away
+    proc = await start_serve(config_path)
+    await read_until(proc.stderr, "event=service.started")
+    harness.url = f"http://127.0.0.1:{port}"
+    assert (await harness.shopify(shopify_order(line_item()))).code == 200
+    await until(lambda: harness.items()[0]["attempts"] == 1)
+    proc.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(proc.wait(), 20) == 0
+    [job] = harness_jobs(harness)
+    assert job == "enroll-1"
+
+
+def harness_jobs(harness) -> list[str]:
+    import sqlite3
+    with sqlite3.connect(str(harness.db_path) + ".jobs.db") as conn:
+        return [r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs")]
+
+
+@pytest.mark.parametrize("sections, env, expected", [
+    ({"lms": {"base_url": "ftp://x", "client_id": "c", "client_secret": "s"}}, {},
+     "edx-hooks: config: lms.base_url = 'ftp://x' must be an http(s) URL"),
+    ({"lms": {"base_url": "http://x", "client_id": "c", "client_secret": "s"}},
+     {"EDX_HOOKS_SERVER_PORT": "http"}, "edx-hooks: config: server.port = 'http'"),
+    ({"lms": {"base_url": "http://x", "client_id": "c", "client_secret": "s"},
+      "shopify": {"shop_domain": "a.myshopify.com"}}, {},
+     "edx-hooks: config: shopify.secret is required"),
+])
+def test_bad_config_stops_start_up_with_one_line(tmp_path, sections, env, expected):
+    import subprocess
+    path = write_config(tmp_path / "bad.toml", sections)
+    proc = subprocess.run([sys.executable, "-m", "edx_hooks", "serve", "--config", str(path)],
+                          capture_output=True, text=True, timeout=30,
+                          env={**os.environ, **env})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(expected)
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_unwritable_database_is_one_line(tmp_path):
+    import subprocess
+    path = write_config(tmp_path / "c.toml", {
+        "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/x.db"},
+        "lms": {"base_url": "http://x", "client_id": "c", "client_secret": "s"},
+        "server": {"port": free_port()}})
+    proc = subprocess.run([sys.executable, "-m", "edx_hooks", "serve", "--config", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "edx-hooks: cannot open the database" in proc.stderr
