@@ -8,7 +8,6 @@ job per line item → ``jobs`` enrolls it through ``lms``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from types import SimpleNamespace
@@ -38,7 +37,7 @@ class Service:
     def __init__(self, cfg: SimpleNamespace):
         self.cfg = cfg
         self.store = Store(cfg.database.url, cfg.database.sqlite_synchronous)
-        self.scheduler = sched.create(cfg.database.jobs_url, cfg.database.sqlite_synchronous)
+        self.scheduler = sched.create(cfg.database.jobs_url)
         lms = cfg.lms
         self.lms = LMSClient(lms.base_url, lms.client_id, lms.client_secret,
                              timeout=lms.timeout_seconds, auto_enroll=lms.auto_enroll,
@@ -101,9 +100,9 @@ class Service:
             await self.server.close_all_connections()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        if not await jobs.drain(SHUTDOWN_GRACE_SECONDS):
-            # Their items stay pending and are resumed at the next start.
-            log.warning("event=service.stop_timeout what=lms-calls")
+        interrupted = await jobs.drain(SHUTDOWN_GRACE_SECONDS)
+        if interrupted:
+            log.warning("event=service.stop_timeout what=lms-calls interrupted=%d", interrupted)
         jobs.bind(None)
         await self.store.close()
         self.lms.close()

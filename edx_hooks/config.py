@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import tomllib
 import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 ENV_PREFIX = "EDX_HOOKS_"
 REQUIRED = object()
@@ -197,11 +198,14 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> SimpleNa
             with open(path, "rb") as f:
                 data = tomllib.load(f)
         except FileNotFoundError:
-            raise ConfigError(f"config file {path} not found: pass --config with an existing file") from None
+            raise ConfigError(
+                f"config file {path} not found: pass --config with an existing file") from None
         except PermissionError:
-            raise ConfigError(f"config file {path} is not readable: check its owner and mode") from None
+            raise ConfigError(
+                f"config file {path} is not readable: check its owner and mode") from None
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {path} is not valid TOML ({e}): fix the syntax") from None
+            raise ConfigError(
+                f"config file {path} is not valid TOML ({e}): fix the syntax") from None
 
     known = {(s.section, s.key) for s in SETTINGS}
     for section, table in data.items():
@@ -219,7 +223,8 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> SimpleNa
     for name in environ:
         if name.startswith(ENV_PREFIX) and name not in env_names and name != ENV_PREFIX + "CONFIG":
             if any(name.startswith(f"{ENV_PREFIX}{sec.upper()}_") for sec in SECTIONS):
-                raise ConfigError(f"unknown environment variable {name}: unset it or fix its spelling")
+                raise ConfigError(
+                    f"unknown environment variable {name}: unset it or fix its spelling")
 
     sections: dict[str, SimpleNamespace | None] = {}
     for section in SECTIONS:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from types import SimpleNamespace
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 from tornado import web
 
 from . import scheduler as sched
-from .storefronts import Outcome, rejected
 from .store import NewDelivery, Store, utcnow
+from .storefronts import Outcome, rejected
 
 log = logging.getLogger("edx_hooks.handlers")
 
@@ -49,7 +48,7 @@ class Inflight:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
 

@@ -41,13 +41,20 @@ def bind(runtime: Runtime | None) -> None:
     _runtime = runtime
 
 
-async def drain(timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds for running jobs; True if none is left."""
+async def drain(timeout: float) -> int:
+    """Wait up to ``timeout`` seconds for running jobs, then interrupt the
+    rest; return how many were interrupted. Their items stay pending, so the
+    next start resumes them (their LMS call may then be repeated: the LMS
+    treats a repeated enroll as a no-op)."""
     rt = _runtime
     if rt is None or not rt.tasks:
-        return True
+        return 0
     _, pending = await asyncio.wait(set(rt.tasks), timeout=timeout)
-    return not pending
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=1.0)
+    return len(pending)
 
 
 async def enroll_item(item_id: int) -> None:
@@ -63,6 +70,9 @@ async def enroll_item(item_id: int) -> None:
         rt.tasks.add(task)
     try:
         await _attempt(rt, item_id)
+    except asyncio.CancelledError:
+        # Stopping: the item stays pending and is resumed at the next start.
+        log.warning("event=item.interrupted item=%d", item_id)
     finally:
         rt.running.discard(item_id)
         if task is not None:

@@ -100,6 +100,9 @@ class LMSClient:
         self.email_students = email_students
         self.sku_prefix = sku_prefix
         self._http = AsyncHTTPClient(force_instance=True, max_clients=max_clients)
+        # Calls wait their turn here, not in the HTTP client's queue: its
+        # queue time counts against the request timeout, ours does not.
+        self._slots = asyncio.Semaphore(max_clients)
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = asyncio.Lock()
@@ -111,7 +114,8 @@ class LMSClient:
         request = HTTPRequest(url, connect_timeout=self.timeout, request_timeout=self.timeout,
                               follow_redirects=False, **kwargs)
         try:
-            return await self._http.fetch(request, raise_error=False)
+            async with self._slots:
+                return await self._http.fetch(request, raise_error=False)
         except HTTPClientError as e:  # 599: timeout or closed connection
             raise TransientError(f"LMS unreachable: {e.message or e}") from None
         except (OSError, StreamClosedError) as e:
@@ -230,7 +234,8 @@ class LMSClient:
                    "set lms.base_url to the LMS's final URL"
         # The LMS may echo the learner's email: it stays out of reasons and logs.
         detail = _summary(response).replace(redact, "<learner>")
-        raise PermanentError(f"bulk_enroll answered {code}: {hint}" + (f" ({detail})" if detail else ""))
+        raise PermanentError(f"bulk_enroll answered {code}: {hint}"
+                             + (f" ({detail})" if detail else ""))
 
 
 def _enroll_result(response: HTTPResponse, course_id: str, email_address: str) -> str:

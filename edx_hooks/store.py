@@ -13,8 +13,9 @@ import asyncio
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -78,7 +79,7 @@ items = sa.Table(
 
 def utcnow() -> dt.datetime:
     """Naive UTC: SQLite keeps no zone, and every timestamp here is UTC."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -252,7 +253,7 @@ class Store:
             for w in writes:
                 await self._commit([w])
             return
-        for w, result in zip(writes, results):
+        for w, result in zip(writes, results, strict=True):
             if not w.future.done():
                 w.future.set_result(result)
 

@@ -63,7 +63,7 @@ class StandinLMS:
         self.server: HTTPServer | None = None
         self.url = ""
 
-    async def start(self) -> "StandinLMS":
+    async def start(self) -> StandinLMS:
         app = web.Application([
             (r"/oauth2/access_token", _Token, {"lms": self}),
             (r"/api/bulk_enroll/v1/bulk_enroll", _BulkEnroll, {"lms": self}),
@@ -207,3 +207,28 @@ class _Redirects(_Base):
 
     def get(self, path: str) -> None:
         self._redirect(path)
+
+
+def main() -> None:  # pragma: no cover - for benchmarks and manual runs
+    """Run the stand-in on its own: ``python -m tests.standin_lms --port 8098``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8098)
+    parser.add_argument("--client-secret", default="lms-client-secret")
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        lms = StandinLMS(client_secret=args.client_secret)
+        await lms.start()
+        lms.server.stop()
+        lms.server = HTTPServer(lms.server.request_callback)
+        lms.server.listen(args.port, "127.0.0.1")
+        print(f"stand-in LMS on 127.0.0.1:{args.port}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import asyncio
+import json
 
 import pytest
 
@@ -147,10 +147,6 @@ async def test_body_over_the_limit_is_413(harness):
 async def test_chunked_body_over_the_limit_is_413(harness):
     await harness.start(server={"max_body_size": 4096})
     body = json.dumps(shopify_order(line_item(title="y" * 20000))).encode()
-
-    def chunks(write):
-        for i in range(0, len(body), 1000):
-            write(body[i:i + 1000])
 
     from tornado.httpclient import HTTPRequest
     response = await harness.http.fetch(HTTPRequest(

@@ -8,8 +8,9 @@ course is its SKU (a course id, or a SKU the LMS redirects to a course).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import SimpleNamespace
-from typing import Any, Mapping
+from typing import Any
 
 from ..store import NewItem, NewOrder
 from . import Outcome, external_id, make_item, parse_json_object, rejected, signature_valid
