@@ -17,7 +17,8 @@ setup(
         "aiosqlite>=0.19",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-tornado>=0.8.1"],
+        # pytest-tornado 0.8.1 imports pkg_resources, which setuptools 82 removed
+        "test": ["pytest>=8", "pytest-tornado>=0.8.1", "setuptools<82"],
     },
     entry_points={"console_scripts": ["edx-hooks = edx_hooks.cli:main"]},
     classifiers=[
