@@ -73,6 +73,7 @@ class Service:
                                attempts=self.cfg.retry.attempts,
                                delay_seconds=self.cfg.retry.delay_seconds))
         resumed = await sched.resume(self.store, self.scheduler)
+        sched.start_sweep(self.store, self.scheduler)
         self.scheduler.resume()
         limit = self.cfg.server.max_body_size
         self.server = HTTPServer(self.make_app(), xheaders=self.cfg.server.xheaders,

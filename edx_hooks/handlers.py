@@ -147,7 +147,13 @@ class DeliveryHandler(web.RequestHandler):
             self._answer(503, "storage-unavailable", None)
             return
         if recorded.new_pending:
-            sched.schedule(self.scheduler, recorded.new_pending)
+            try:
+                sched.schedule(self.scheduler, recorded.new_pending)
+            except Exception:
+                # The order is committed; the scheduler's sweep gives these
+                # items their jobs within a minute.
+                log.exception("event=schedule.failed provider=%s delivery=%d order=%s",
+                              self.provider, recorded.delivery_id, recorded.order_id)
         if outcome.status < 300:
             log.info("event=delivery.accepted provider=%s delivery=%d shop=%s order=%s "
                      "new_items=%d failed_items=%d repeat=%s",

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -23,6 +24,8 @@ from .store import Store
 log = logging.getLogger("edx_hooks.scheduler")
 
 JOB_FUNC = "edx_hooks.jobs:enroll_item"
+#: how often pending items are checked for a missing job while running
+SWEEP_SECONDS = 60
 
 
 def job_id(item_id: int) -> str:
@@ -46,7 +49,7 @@ def create(jobs_url: str) -> AsyncIOScheduler:
             cur.close()
 
     return AsyncIOScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=engine)},
+        jobstores={"default": SQLAlchemyJobStore(engine=engine), "memory": MemoryJobStore()},
         job_defaults={
             # The default grace of 1 s silently skips jobs that come due while
             # the loop is busy with a burst of orders: run them however late.
@@ -75,3 +78,17 @@ async def resume(store: Store, scheduler: AsyncIOScheduler) -> int:
             schedule(scheduler, [item_id], due)
             restored += 1
     return restored
+
+
+def start_sweep(store: Store, scheduler: AsyncIOScheduler) -> None:
+    """Re-run :func:`resume` every minute, so an item whose job could not be
+    written (say, the job store's disk was full for a moment) is picked up
+    without waiting for a restart. Kept in memory: it is re-created at start."""
+
+    async def sweep() -> None:
+        restored = await resume(store, scheduler)
+        if restored:
+            log.warning("event=scheduler.resumed items=%d", restored)
+
+    scheduler.add_job(sweep, "interval", seconds=SWEEP_SECONDS, id="sweep",
+                      jobstore="memory", replace_existing=True)

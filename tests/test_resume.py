@@ -34,3 +34,25 @@ async def test_pending_items_are_resumed_after_restart(harness, lms, lose_jobs):
     await until(lambda: all(i["state"] == "enrolled" for i in harness.items()))
     assert sorted(c.form["identifiers"] for c in lms.calls) == ["a@example.org", "b@example.org"]
     assert jobs(harness) == []
+
+
+@pytest.mark.gen_test
+async def test_sweep_restores_a_lost_job_without_a_restart(harness, lms, monkeypatch):
+    from edx_hooks import scheduler
+    monkeypatch.setattr(scheduler, "SWEEP_SECONDS", 0.3)
+    service = await harness.start()
+    lost = []
+    real_schedule = scheduler.schedule
+
+    def failing_schedule(sched, item_ids, when=None):
+        if not lost:  # the first scheduling fails, as with a full disk
+            lost.extend(item_ids)
+            raise OSError("disk full")
+        real_schedule(sched, item_ids, when)
+
+    monkeypatch.setattr(scheduler, "schedule", failing_schedule)
+    response = await harness.shopify(shopify_order(line_item()))
+    assert response.code == 200  # the order is committed
+    assert lost == [1] and service.scheduler.get_job("enroll-1") is None
+    await until(lambda: harness.items()[0]["state"] == "enrolled")
+    assert len(lms.calls) == 1
