@@ -10,22 +10,10 @@ import os
 import signal
 import sys
 
-from . import __version__
+from . import __version__, logs
 from . import config as config_mod
 
 log = logging.getLogger("edx_hooks")
-
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # Each delivery and each job logs its own event line; the per-request
-    # access line and APScheduler's per-run chatter add only noise and cost.
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 async def _serve(cfg) -> int:
@@ -78,5 +66,5 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as e:
         print(f"edx-hooks: config: {e}", file=sys.stderr)
         return 2
-    setup_logging(cfg.logging.level)
+    logs.setup(cfg.logging.level)
     return asyncio.run(_serve(cfg))

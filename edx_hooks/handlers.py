@@ -18,7 +18,8 @@ from typing import Any
 from tornado import web
 
 from . import scheduler as sched
-from .store import NewDelivery, Store, utcnow
+from .logs import quoted
+from .store import NewDelivery, Recorded, Store, utcnow
 from .storefronts import Outcome, rejected
 
 log = logging.getLogger("edx_hooks.handlers")
@@ -154,20 +155,32 @@ class DeliveryHandler(web.RequestHandler):
                 # items their jobs within a minute.
                 log.exception("event=schedule.failed provider=%s delivery=%d order=%s",
                               self.provider, recorded.delivery_id, recorded.order_id)
-        if outcome.status < 300:
+        self._log_outcome(outcome, recorded)
+        self._answer(outcome.status, outcome.reason, recorded.delivery_id)
+
+    def _log_outcome(self, outcome: Outcome, recorded: Recorded) -> None:
+        """One line per delivery, and one per line item that failed on arrival."""
+        for warning in outcome.warnings:
+            log.warning("event=delivery.warning provider=%s delivery=%d message=%s",
+                        self.provider, recorded.delivery_id, quoted(warning))
+        extra = "".join(f" {k}={quoted(v)}" for k, v in outcome.extra.items())
+        if outcome.event:  # e.g. a ping: who sent it matters
+            log.info("event=%s provider=%s delivery=%d%s ip=%s agent=%s", outcome.event,
+                     self.provider, recorded.delivery_id, extra, self.request.remote_ip,
+                     quoted(self.request.headers.get("User-Agent", "")[:200]))
+        elif outcome.status < 300:
             log.info("event=delivery.accepted provider=%s delivery=%d shop=%s order=%s "
-                     "new_items=%d failed_items=%d repeat=%s",
+                     "new_items=%d failed_items=%d repeat=%s%s",
                      self.provider, recorded.delivery_id, outcome.shop, recorded.order_id,
                      len(recorded.new_pending), len(recorded.new_failed),
-                     str(recorded.order_existed).lower())
-            for item_id in recorded.new_failed:
-                log.error("event=item.failed order=%s item=%d attempt=0 reason=unusable-line-item",
-                          recorded.order_id, item_id)
+                     str(recorded.order_existed).lower(), extra)
         else:
             log.warning("event=delivery.rejected provider=%s delivery=%d status=%d reason=%s "
-                        "ip=%s", self.provider, recorded.delivery_id, outcome.status,
-                        outcome.reason, self.request.remote_ip)
-        self._answer(outcome.status, outcome.reason, recorded.delivery_id)
+                        "ip=%s%s", self.provider, recorded.delivery_id, outcome.status,
+                        outcome.reason, self.request.remote_ip, extra)
+        for item_id, reason in recorded.new_failed:
+            log.error("event=item.failed order=%s item=%d attempt=0 reason=%s",
+                      recorded.order_id, item_id, quoted(reason))
 
     def _answer(self, status: int, reason: str, delivery_id: int | None) -> None:
         self.set_status(status)

@@ -17,6 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import scheduler as sched
 from .lms import LMSClient, PermanentError, Throttled, TransientError
+from .logs import quoted
 from .store import PENDING, Store, utcnow
 
 log = logging.getLogger("edx_hooks.jobs")
@@ -118,18 +119,15 @@ async def _transient(rt: Runtime, item_id: int, ids: str, attempt: int, reason: 
     await rt.store.mark_retry(item_id, attempt, reason, when)
     sched.schedule(rt.scheduler, [item_id], when)
     log.warning("event=item.retry %s attempt=%d next_in=%.0f reason=%s",
-                ids, attempt, rt.delay_seconds, _quoted(reason))
+                ids, attempt, rt.delay_seconds, quoted(reason))
 
 
 async def _fail(rt: Runtime, item_id: int, ids: str, attempt: int, reason: str) -> None:
     await rt.store.mark_failed(item_id, attempt, reason)
-    log.error("event=item.failed %s attempt=%d reason=%s", ids, attempt, _quoted(reason))
+    log.error("event=item.failed %s attempt=%d reason=%s", ids, attempt, quoted(reason))
 
 
 def _reason(item: dict) -> str:
     """What the LMS audit log records: the order, findable from either side."""
     return f"edx-hooks {item['provider']} order {item['order_name']} ({item['shop']})"[:255]
 
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

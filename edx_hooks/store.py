@@ -120,8 +120,8 @@ class Recorded:
     order_id: int | None = None
     #: ids of the line items this delivery added in state pending
     new_pending: list[int] = field(default_factory=list)
-    #: ids of the line items this delivery added already failed
-    new_failed: list[int] = field(default_factory=list)
+    #: (id, reason) of the line items this delivery added already failed
+    new_failed: list[tuple[int, str]] = field(default_factory=list)
     order_existed: bool = False
 
 
@@ -166,7 +166,10 @@ def _record(conn: Connection, d: NewDelivery, order: NewOrder | None) -> Recorde
             reason=item.failure, attempts=0, created_at=now, updated_at=now,
             next_attempt_at=None if item.failure else now,
         )).inserted_primary_key[0]
-        (rec.new_failed if item.failure else rec.new_pending).append(item_id)
+        if item.failure:
+            rec.new_failed.append((item_id, item.failure))
+        else:
+            rec.new_pending.append(item_id)
     return rec
 
 

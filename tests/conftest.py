@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -189,3 +190,28 @@ def harness(io_loop, tmp_path):
 def lms(harness) -> StandinLMS:
     return harness.lms
 
+
+
+class _Tracebacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_tracebacks(request):
+    """A test fails if anything logged a traceback, unless it is marked
+    ``allow_tracebacks`` (it provokes one on purpose)."""
+    catcher = _Tracebacks()
+    root = logging.getLogger()
+    root.addHandler(catcher)
+    yield catcher
+    root.removeHandler(catcher)
+    if request.node.get_closest_marker("allow_tracebacks") is None and catcher.records:
+        first = catcher.records[0]
+        pytest.fail(f"unexpected traceback logged by {first.name}: {first.getMessage()}\n"
+                    + logging.Formatter().formatException(first.exc_info))

@@ -13,7 +13,7 @@ import binascii
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..lms import is_course_id, is_email
@@ -26,6 +26,11 @@ class Outcome:
     reason: str
     shop: str | None = None
     order: NewOrder | None = None
+    #: things worth a warning in the log that do not change the answer
+    warnings: list[str] = field(default_factory=list)
+    #: more fields for the log line, and its event name if not the usual one
+    extra: dict[str, str] = field(default_factory=dict)
+    event: str | None = None
 
 
 def rejected(status: int, reason: str, shop: str | None = None) -> Outcome:
