@@ -20,13 +20,17 @@ from . import scheduler as sched
 from .handlers import DeliveryHandler, Inflight
 from .lms import LMSClient
 from .store import Store
-from .storefronts import shopify
+from .storefronts import shopify, woocommerce
 
 log = logging.getLogger("edx_hooks.app")
 
 #: (path, storefront section, storefront module)
 ROUTES = (
     (r"/webhooks/shopify/order/create/?", "shopify", shopify),
+    # order.created and order.updated are handled alike: a shop that enrolls
+    # only on payment subscribes order.updated, others order.created.
+    (r"/webhooks/woocommerce/order/create/?", "woocommerce", woocommerce),
+    (r"/webhooks/woocommerce/order/update/?", "woocommerce", woocommerce),
 )
 
 #: How long stopping waits for requests and LMS calls already under way.

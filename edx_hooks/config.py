@@ -99,6 +99,14 @@ def _http_url(value: Any) -> str:
     return value.rstrip("/")
 
 
+def _source_url(value: Any) -> str:
+    value = _nonempty(value)
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be the shop's http(s) home URL such as https://shop.example/")
+    return value
+
+
 def _shop_domain(value: Any) -> str:
     value = _nonempty(value).lower()
     if "/" in value or ":" in value or " " in value:
@@ -177,10 +185,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("shopify", "shop_domain", _shop_domain, REQUIRED,
             "the shop's *.myshopify.com domain"),
     Setting("shopify", "secret", _secret, REQUIRED, "the webhook signing secret"),
+    Setting("woocommerce", "source", _source_url, REQUIRED,
+            "the shop's home URL, as in X-WC-Webhook-Source (e.g. https://shop.example/)"),
+    Setting("woocommerce", "secret", _secret, REQUIRED, "the webhook's secret"),
+    Setting("woocommerce", "require_payment", _boolean, False,
+            "answer 402 and skip orders without date_paid_gmt; enroll on a paid update"),
 )
 
 #: Sections whose absence switches a storefront off.
-OPTIONAL_SECTIONS = ("shopify",)
+OPTIONAL_SECTIONS = ("shopify", "woocommerce")
 SECTIONS = tuple(dict.fromkeys(s.section for s in SETTINGS))
 
 

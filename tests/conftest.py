@@ -26,6 +26,8 @@ from .standin_lms import StandinLMS
 
 SHOP = "school.myshopify.com"
 SHOPIFY_SECRET = "shopify-signing-secret-7f3a"
+WOO_SOURCE = "https://shop.example/"
+WOO_SECRET = "wc-webhook-secret-91c2"
 COURSE = "course-v1:Demo+PY101+2026"
 
 
@@ -52,6 +54,7 @@ def base_sections(tmp_path: Path, lms_url: str) -> dict[str, dict[str, Any] | No
                 "sku_prefix": "sku/"},
         "retry": {"attempts": 3, "delay_seconds": 0.2},
         "shopify": {"shop_domain": SHOP, "secret": SHOPIFY_SECRET},
+        "woocommerce": {"source": WOO_SOURCE, "secret": WOO_SECRET},
     }
 
 
@@ -104,6 +107,31 @@ class Harness:
         return await self.request(path, body=body, headers={k: v for k, v in sent.items()
                                                              if v is not None})
 
+    async def raw(self, request: bytes, timeout: float = 5.0) -> bytes:
+        """Send bytes as they are (no header added) and read until the server closes."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(self.url.rsplit(":")[-1]))
+        try:
+            writer.write(request)
+            return await asyncio.wait_for(reader.read(), timeout)
+        finally:
+            writer.close()
+
+    async def woocommerce(self, order: dict | bytes, *, secret: str = WOO_SECRET,
+                          source: str | None = WOO_SOURCE, topic: str = "order.created",
+                          headers: dict[str, str | None] | None = None,
+                          path: str = "/webhooks/woocommerce/order/create") -> HTTPResponse:
+        """A delivery signed as WooCommerce signs it."""
+        body = order if isinstance(order, bytes) else json.dumps(order).encode()
+        resource, _, event = topic.partition(".")
+        sent = {"Content-Type": "application/json", "User-Agent": WOO_AGENT,
+                "X-WC-Webhook-Source": source, "X-WC-Webhook-Topic": topic,
+                "X-WC-Webhook-Resource": resource, "X-WC-Webhook-Event": event,
+                "X-WC-Webhook-Signature": shopify_signature(body, secret),
+                "X-WC-Webhook-ID": "12", "X-WC-Webhook-Delivery-ID": str(time.monotonic_ns())}
+        sent.update(headers or {})
+        return await self.request(path, body=body, headers={k: v for k, v in sent.items()
+                                                             if v is not None})
+
     def db(self, query: str, *args: Any) -> list[tuple]:
         """Read the service's SQLite file directly, as an operator would."""
         with sqlite3.connect(self.db_path) as conn:
@@ -120,7 +148,11 @@ class Harness:
             return [dict(r) for r in conn.execute("SELECT * FROM deliveries ORDER BY id")]
 
 
+WOO_AGENT = "WooCommerce/9.4.2 Hookshot (WordPress/6.7.1)"
+
+
 def shopify_signature(body: bytes, secret: str) -> str:
+    """base64 HMAC-SHA256 of the body: how Shopify and WooCommerce both sign."""
     return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
 
 
@@ -159,6 +191,77 @@ def line_item(sku: Any = COURSE, email: Any = "learner@example.org",
             "properties": [{"name": "First name", "value": "Ada"}] + props}
     item.update(extra)
     return item
+
+
+_woo_ids = iter(range(1001, 100000))
+
+
+def woo_line(sku: Any = COURSE, email: Any = "learner@example.org", *,
+             meta: list[dict] | None = None, **extra: Any) -> dict[str, Any]:
+    """A WooCommerce line item whose learner email sits in a Product Input
+    Fields field in second place, among other plugins' meta_data."""
+    fields = [{"type": "text", "title": "Learner name", "_value": "Ada Lovelace",
+               "required": "yes"}]
+    if email is not None:
+        fields.append({"type": "email", "title": "Learner email", "_value": email,
+                       "required": "yes"})
+    fields.append({"type": "checkbox", "title": "Newsletter", "_value": "no"})
+    meta_data = meta if meta is not None else [
+        {"id": 901, "key": "_reduced_stock", "value": "1", "display_key": "_reduced_stock",
+         "display_value": "1"},
+        {"id": 902, "key": "gift_wrap", "value": {"enabled": False, "note": ""},
+         "display_key": "Gift wrap", "display_value": {"enabled": False, "note": ""}},
+        {"id": 903, "key": "_tags", "value": ["course", "online"], "display_key": "_tags",
+         "display_value": ["course", "online"]},
+        {"id": 904, "key": "seats", "value": 1, "display_key": "Seats", "display_value": 1},
+        {"id": 905, "key": "_alg_wc_pif_local", "value": fields,
+         "display_key": "_alg_wc_pif_local", "display_value": fields},
+    ]
+    item = {"id": next(_line_ids), "name": "Python 101", "product_id": 93, "variation_id": 0,
+            "quantity": 1, "tax_class": "", "subtotal": "49.00", "subtotal_tax": "0.00",
+            "total": "49.00", "total_tax": "0.00", "taxes": [], "meta_data": meta_data,
+            "sku": sku, "price": 49, "image": {"id": "94", "src": "https://shop.example/py.jpg"},
+            "parent_name": None}
+    item.update(extra)
+    return item
+
+
+def woo_order(*lines: dict[str, Any], order_id: int | None = None, paid: bool = True,
+              status: str | None = None) -> dict[str, Any]:
+    """An order payload shaped like WooCommerce's REST v3 order (about 6 KB)."""
+    order_id = order_id or next(_woo_ids)
+    address = {"first_name": "Ada", "last_name": "Lovelace", "company": "",
+               "address_1": "12 Analytical Row", "address_2": "", "city": "London",
+               "state": "", "postcode": "N1 9GU", "country": "GB"}
+    return {
+        "id": order_id, "parent_id": 0, "number": str(order_id), "order_key": "wc_order_x1y2",
+        "created_via": "checkout", "version": "9.4.2",
+        "status": status or ("processing" if paid else "pending"), "currency": "EUR",
+        "date_created": "2026-11-28T10:00:00", "date_created_gmt": "2026-11-28T09:00:00",
+        "date_modified": "2026-11-28T10:00:05", "date_modified_gmt": "2026-11-28T09:00:05",
+        "discount_total": "0.00", "discount_tax": "0.00", "shipping_total": "0.00",
+        "shipping_tax": "0.00", "cart_tax": "0.00", "total": "49.00", "total_tax": "0.00",
+        "prices_include_tax": False, "customer_id": 7, "customer_ip_address": "198.51.100.7",
+        "customer_user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0",
+        "customer_note": "", "billing": {**address, "email": "buyer@example.org",
+                                         "phone": "+44 20 7946 0000"},
+        "shipping": address, "payment_method": "stripe", "payment_method_title": "Card",
+        "transaction_id": "pi_3Q" if paid else "",
+        "date_paid": "2026-11-28T10:00:04" if paid else None,
+        "date_paid_gmt": "2026-11-28T09:00:04" if paid else None,
+        "date_completed": None, "date_completed_gmt": None, "cart_hash": "9f8e7d6c5b4a",
+        "meta_data": [{"id": 801, "key": "_stripe_customer_id", "value": "cus_R2x"},
+                      {"id": 802, "key": "is_vat_exempt", "value": "no"},
+                      {"id": 803, "key": "_wc_order_attribution_source_type",
+                       "value": "typein"}],
+        "line_items": list(lines), "tax_lines": [], "shipping_lines": [], "fee_lines": [],
+        "coupon_lines": [], "refunds": [], "payment_url": "https://shop.example/checkout/",
+        "is_editable": False, "needs_payment": not paid, "needs_processing": True,
+        "currency_symbol": "€",
+        "_links": {"self": [{"href": f"https://shop.example/wp-json/wc/v3/orders/{order_id}"}],
+                   "collection": [{"href": "https://shop.example/wp-json/wc/v3/orders"}],
+                   "customer": [{"href": "https://shop.example/wp-json/wc/v3/customers/7"}]},
+    }
 
 
 async def until(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:

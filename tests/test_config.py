@@ -111,4 +111,4 @@ def test_example_config_documents_every_key():
         assert f"{setting.key} =" in text, setting.name
     # and it loads, with its placeholders
     cfg = config.load(str(example), {})
-    assert cfg.storefronts == ["shopify"]
+    assert cfg.storefronts == ["shopify", "woocommerce"]
