@@ -45,7 +45,8 @@ class Service:
         lms = cfg.lms
         self.lms = LMSClient(lms.base_url, lms.client_id, lms.client_secret,
                              timeout=lms.timeout_seconds, auto_enroll=lms.auto_enroll,
-                             email_students=lms.email_students, sku_prefix=lms.sku_prefix)
+                             email_students=lms.email_students, sku_prefix=lms.sku_prefix,
+                             max_calls_per_minute=lms.max_calls_per_minute)
         self.inflight = Inflight()
         self.server: HTTPServer | None = None
         self.port: int | None = None
@@ -73,11 +74,13 @@ class Service:
         """
         await self.store.start()
         self.scheduler.start(paused=True)
-        jobs.bind(jobs.Runtime(store=self.store, lms=self.lms, scheduler=self.scheduler,
+        runtime = jobs.Runtime(store=self.store, lms=self.lms, scheduler=self.scheduler,
                                attempts=self.cfg.retry.attempts,
-                               delay_seconds=self.cfg.retry.delay_seconds))
+                               delay_seconds=self.cfg.retry.delay_seconds)
+        jobs.bind(runtime)
         resumed = await sched.resume(self.store, self.scheduler)
-        sched.start_sweep(self.store, self.scheduler)
+        sched.start_sweep(self.store, self.scheduler, self.cfg.retry.sweep_seconds,
+                          busy=runtime.running)
         self.scheduler.resume()
         limit = self.cfg.server.max_body_size
         self.server = HTTPServer(self.make_app(), xheaders=self.cfg.server.xheaders,

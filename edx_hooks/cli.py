@@ -1,5 +1,6 @@
-"""Command line: ``edx-hooks serve`` runs the service; ``edx-hooks settings``
-lists every setting."""
+"""Command line: ``edx-hooks serve`` runs the service, ``edx-hooks retry``
+sets failed line items pending again, ``edx-hooks settings`` lists every
+setting."""
 
 from __future__ import annotations
 
@@ -56,6 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", metavar="PATH", default=os.environ.get("EDX_HOOKS_CONFIG"),
                        help="TOML configuration file (default: $EDX_HOOKS_CONFIG)")
     commands.add_parser("settings", help="list every setting, its default and its variable")
+    retry = commands.add_parser(
+        "retry", help="set failed line items pending again (safe while the service runs)",
+        description="Set failed line items pending again, with their attempts counted from "
+                    "zero. The running service picks them up within retry.sweep_seconds; a "
+                    "stopped one at its next start.")
+    retry.add_argument("--config", metavar="PATH", default=os.environ.get("EDX_HOOKS_CONFIG"),
+                       help="TOML configuration file (default: $EDX_HOOKS_CONFIG)")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--item", type=int, nargs="+", metavar="ID",
+                       help="line item ids (item=... in the log)")
+    which.add_argument("--order", type=int, nargs="+", metavar="ID",
+                       help="order ids (order=... in the log): all their failed items")
+    which.add_argument("--all-failed", action="store_true", help="every failed line item")
     args = parser.parse_args(argv)
 
     if args.command == "settings":
@@ -66,5 +80,25 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as e:
         print(f"edx-hooks: config: {e}", file=sys.stderr)
         return 2
+    if args.command == "retry":
+        return asyncio.run(_retry(cfg, args))
     logs.setup(cfg.logging.level)
     return asyncio.run(_serve(cfg))
+
+
+async def _retry(cfg, args: argparse.Namespace) -> int:
+    from .store import Store
+
+    store = Store(cfg.database.url, cfg.database.sqlite_synchronous)
+    await store.start()
+    try:
+        ids = await store.retry_failed(args.item, args.order)
+    finally:
+        await store.close()
+    if not ids:
+        print("no failed line item matched: nothing to retry")
+        return 1
+    print(f"{len(ids)} line item(s) set pending again: {', '.join(map(str, ids))}")
+    print(f"the running service picks them up within {cfg.retry.sweep_seconds:g} s "
+          "(retry.sweep_seconds), a stopped one at its next start")
+    return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,8 +24,6 @@ from .store import Store
 log = logging.getLogger("edx_hooks.scheduler")
 
 JOB_FUNC = "edx_hooks.jobs:enroll_item"
-#: how often pending items are checked for a missing job while running
-SWEEP_SECONDS = 60
 
 
 def job_id(item_id: int) -> str:
@@ -70,25 +68,32 @@ def schedule(scheduler: AsyncIOScheduler, item_ids: Iterable[int],
                           id=job_id(item_id), replace_existing=True)
 
 
-async def resume(store: Store, scheduler: AsyncIOScheduler) -> int:
-    """Give every pending item without a job its job back; return how many."""
+async def resume(store: Store, scheduler: AsyncIOScheduler,
+                 busy: Collection[int] = ()) -> int:
+    """Give every pending item without a job its job back; return how many.
+
+    ``busy``: items whose job is running right now (it left the job store
+    when it started), which must not get a second one.
+    """
     restored = 0
     for item_id, due in await store.pending_items():
-        if scheduler.get_job(job_id(item_id)) is None:
+        if item_id not in busy and scheduler.get_job(job_id(item_id)) is None:
             schedule(scheduler, [item_id], due)
             restored += 1
     return restored
 
 
-def start_sweep(store: Store, scheduler: AsyncIOScheduler) -> None:
-    """Re-run :func:`resume` every minute, so an item whose job could not be
-    written (say, the job store's disk was full for a moment) is picked up
-    without waiting for a restart. Kept in memory: it is re-created at start."""
+def start_sweep(store: Store, scheduler: AsyncIOScheduler, seconds: float,
+                busy: Collection[int]) -> None:
+    """Re-run :func:`resume` every ``seconds``, so an item whose job could not
+    be written (say, the job store's disk was full for a moment), or that an
+    operator set pending again, is picked up without a restart. Kept in
+    memory: it is re-created at start."""
 
     async def sweep() -> None:
-        restored = await resume(store, scheduler)
+        restored = await resume(store, scheduler, busy)
         if restored:
             log.warning("event=scheduler.resumed items=%d", restored)
 
-    scheduler.add_job(sweep, "interval", seconds=SWEEP_SECONDS, id="sweep",
+    scheduler.add_job(sweep, "interval", seconds=seconds, id="sweep",
                       jobstore="memory", replace_existing=True)

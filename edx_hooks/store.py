@@ -180,6 +180,22 @@ def _update_item(conn: Connection, item_id: int, only_if_pending: bool, **values
     return conn.execute(stmt.values(updated_at=utcnow(), **values)).rowcount == 1
 
 
+def _retry_failed(conn: Connection, item_ids: list[int] | None,
+                  order_ids: list[int] | None) -> list[int]:
+    query = sa.select(items.c.id).where(items.c.state == FAILED)
+    if item_ids is not None:
+        query = query.where(items.c.id.in_(item_ids))
+    if order_ids is not None:
+        query = query.where(items.c.order_id.in_(order_ids))
+    ids = list(conn.execute(query.order_by(items.c.id)).scalars())
+    if ids:
+        now = utcnow()
+        conn.execute(items.update().where(items.c.id.in_(ids)).values(
+            state=PENDING, attempts=0, reason="retry requested by an operator",
+            next_attempt_at=now, updated_at=now))
+    return ids
+
+
 @dataclass
 class _Write:
     op: Callable[..., Any]  # op(connection, *args, **kwargs)
@@ -281,6 +297,14 @@ class Store:
                          next_attempt_at: dt.datetime) -> bool:
         return await self._submit(_update_item, item_id, True, attempts=attempts, reason=reason,
                                   next_attempt_at=next_attempt_at)
+
+    async def retry_failed(self, item_ids: list[int] | None = None,
+                           order_ids: list[int] | None = None) -> list[int]:
+        """Set failed line items pending again, attempts from zero; return their ids.
+
+        ``None`` for both: every failed item.
+        """
+        return await self._submit(_retry_failed, item_ids, order_ids)
 
     # -- reads
 

@@ -9,7 +9,9 @@ import hashlib
 import hmac
 import json
 import logging
+import signal
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +53,7 @@ def base_sections(tmp_path: Path, lms_url: str) -> dict[str, dict[str, Any] | No
         "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'edx-hooks.db'}"},
         "lms": {"base_url": lms_url, "client_id": "edx-hooks",
                 "client_secret": "lms-client-secret", "timeout_seconds": 2,
-                "sku_prefix": "sku/"},
+                "sku_prefix": "sku/", "max_calls_per_minute": 0},
         "retry": {"attempts": 3, "delay_seconds": 0.2},
         "shopify": {"shop_domain": SHOP, "secret": SHOPIFY_SECRET},
         "woocommerce": {"source": WOO_SOURCE, "secret": WOO_SECRET},
@@ -149,6 +151,73 @@ class Harness:
 
 
 WOO_AGENT = "WooCommerce/9.4.2 Hookshot (WordPress/6.7.1)"
+
+
+class ServeProcess:
+    """``edx-hooks serve`` as a real subprocess, on the harness's database and
+    stand-in LMS; started, killed and restarted by the test."""
+
+    def __init__(self, harness: Harness, **overrides: dict[str, Any] | None):
+        sections = base_sections(harness.tmp_path, harness.lms.url)
+        for section, values in overrides.items():
+            sections[section] = None if values is None else {**(sections.get(section) or {}),
+                                                             **values}
+        sock, self.port = bind_unused_port()
+        sock.close()
+        sections["server"] = {**(sections.get("server") or {}), "port": self.port}
+        self.config = write_config(harness.tmp_path / "serve.toml", sections)
+        self.harness = harness
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log: list[str] = []
+        self._reader: asyncio.Task | None = None
+
+    async def start(self, timeout: float = 20) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edx_hooks", "serve", "--config", str(self.config),
+            stderr=asyncio.subprocess.PIPE)
+        started = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.ensure_future(self._read(self.proc, started))
+        await asyncio.wait_for(started, timeout)
+        self.harness.url = f"http://127.0.0.1:{self.port}"
+
+    async def _read(self, proc: asyncio.subprocess.Process, started: asyncio.Future) -> None:
+        # Drain stderr continuously: a full pipe would block the service.
+        while line := await proc.stderr.readline():
+            self.log.append(line.decode(errors="replace"))
+            if "event=service.started" in self.log[-1] and not started.done():
+                started.set_result(None)
+        if not started.done():
+            started.set_exception(AssertionError("serve ended:\n" + "".join(self.log)))
+
+    async def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind."""
+        self.proc.kill()
+        await self.proc.wait()
+        await self._reader
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        self.proc.send_signal(sig)
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        await self._reader
+        return code
+
+    def lines(self, event: str) -> list[str]:
+        return [line for line in self.log if f"event={event}" in line]
+
+
+@pytest.fixture
+def serve(io_loop, harness):
+    """Make ``ServeProcess(harness, **overrides)``; any still running is killed."""
+    made: list[ServeProcess] = []
+
+    def make(**overrides: dict[str, Any] | None) -> ServeProcess:
+        made.append(ServeProcess(harness, **overrides))
+        return made[-1]
+
+    yield make
+    for process in made:
+        if process.proc is not None and process.proc.returncode is None:
+            io_loop.run_sync(process.kill)
 
 
 def shopify_signature(body: bytes, secret: str) -> str:

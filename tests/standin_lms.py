@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
 
 from tornado import web
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 from tornado.testing import bind_unused_port
 
 COURSE_ID = re.compile(r"course-v1:[\w\-~.:]+\+[\w\-~.:]+\+[\w\-~.:]+")
@@ -60,25 +62,48 @@ class StandinLMS:
         self.courses: set[str] | None = None
         #: identifiers the LMS answers 200 with a per-learner error for
         self.erroring: set[str] = set()
+        #: throttling as the LMS does it: at most ``count`` enrollment calls in
+        #: any ``window`` seconds, then 429 with Retry-After
+        self.throttle: tuple[int, float] | None = None
+        self.throttled = 0  # how many 429s it answered
+        self._accepted: list[float] = []
         self.server: HTTPServer | None = None
         self.url = ""
+        self.port: int | None = None
 
-    async def start(self) -> StandinLMS:
+    async def start(self, same_port: bool = False) -> StandinLMS:
+        """Listen on a free port, or again on the previous one (after stop)."""
         app = web.Application([
             (r"/oauth2/access_token", _Token, {"lms": self}),
             (r"/api/bulk_enroll/v1/bulk_enroll", _BulkEnroll, {"lms": self}),
             (r"/(.*)", _Redirects, {"lms": self}),
         ])
-        sock, port = bind_unused_port()
         self.server = HTTPServer(app)
-        self.server.add_socket(sock)
-        self.url = f"http://127.0.0.1:{port}"
+        if same_port and self.port:
+            self.server.add_sockets(bind_sockets(self.port, "127.0.0.1"))
+        else:
+            sock, self.port = bind_unused_port()
+            self.server.add_socket(sock)
+        self.url = f"http://127.0.0.1:{self.port}"
         return self
 
     async def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
             await self.server.close_all_connections()
+            self.server = None
+
+    def over_limit(self) -> float:
+        """Seconds until another call is allowed (0: allowed now, and counted)."""
+        if self.throttle is None:
+            return 0.0
+        count, window = self.throttle
+        now = time.monotonic()
+        self._accepted = [t for t in self._accepted if t > now - window]
+        if len(self._accepted) >= count:
+            return self._accepted[0] + window - now
+        self._accepted.append(now)
+        return 0.0
 
     def revoke_tokens(self) -> None:
         self.valid_tokens.clear()
@@ -139,6 +164,13 @@ class _BulkEnroll(_Base):
         auth = self.request.headers.get("Authorization", "")
         self.lms.calls.append(Call(form=form, authorization=auth, at=time.monotonic()))
         if await self.forced(self.lms.forced):
+            return
+        wait = self.lms.over_limit()
+        if wait:
+            self.lms.throttled += 1
+            self.set_status(429)
+            self.set_header("Retry-After", str(max(1, math.ceil(wait))))
+            self.finish({"detail": "Request was throttled."})
             return
         scheme, _, token = auth.partition(" ")
         if scheme != "JWT" or token not in self.lms.valid_tokens:

@@ -40,8 +40,7 @@ async def test_pending_items_are_resumed_after_restart(harness, lms, lose_jobs):
 @pytest.mark.allow_tracebacks
 async def test_sweep_restores_a_lost_job_without_a_restart(harness, lms, monkeypatch):
     from edx_hooks import scheduler
-    monkeypatch.setattr(scheduler, "SWEEP_SECONDS", 0.3)
-    service = await harness.start()
+    service = await harness.start(retry={"sweep_seconds": 0.3})
     lost = []
     real_schedule = scheduler.schedule
 
