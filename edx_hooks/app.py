@@ -40,8 +40,11 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 class Service:
     def __init__(self, cfg: SimpleNamespace):
         self.cfg = cfg
-        self.store = Store(cfg.database.url, cfg.database.sqlite_synchronous)
         self.scheduler = sched.create(cfg.database.jobs_url)
+        # Each committed batch's new line items get their job before any
+        # request in that batch is answered.
+        self.store = Store(cfg.database.url, cfg.database.sqlite_synchronous,
+                           after_commit=lambda ids: sched.schedule_new(self.scheduler, ids))
         lms = cfg.lms
         self.lms = LMSClient(lms.base_url, lms.client_id, lms.client_secret,
                              timeout=lms.timeout_seconds, auto_enroll=lms.auto_enroll,
@@ -52,7 +55,7 @@ class Service:
         self.port: int | None = None
 
     def make_app(self) -> web.Application:
-        common = dict(store=self.store, scheduler=self.scheduler, inflight=self.inflight,
+        common = dict(store=self.store, inflight=self.inflight,
                       max_body_size=self.cfg.server.max_body_size)
         routes = []
         for path, section, module in ROUTES:

@@ -1,5 +1,5 @@
-"""HTTP handlers: receive a delivery, let its storefront judge it, store it,
-schedule what it asks for, answer.
+"""HTTP handlers: receive a delivery, let its storefront judge it, store it
+(the store schedules what it asks for), answer.
 
 Every request that reaches a handler here is stored as a delivery with its
 outcome before the answer leaves, whatever the answer. Bodies are streamed so
@@ -17,7 +17,6 @@ from typing import Any
 
 from tornado import web
 
-from . import scheduler as sched
 from .logs import quoted
 from .store import NewDelivery, Recorded, Store, utcnow
 from .storefronts import Outcome, rejected
@@ -57,7 +56,7 @@ class Inflight:
 class DeliveryHandler(web.RequestHandler):
     """Stores every request it answers. Subclasses say how to judge a POST."""
 
-    def initialize(self, store: Store, scheduler: Any, max_body_size: int, inflight: Inflight,
+    def initialize(self, store: Store, max_body_size: int, inflight: Inflight,
                    storefront: ModuleType | None = None,
                    settings: SimpleNamespace | None = None,
                    not_found: str = "unknown-endpoint") -> None:
@@ -66,7 +65,6 @@ class DeliveryHandler(web.RequestHandler):
         self.store = store
         self.inflight = inflight
         self.counted = False
-        self.scheduler = scheduler
         self.max_body_size = max_body_size
         self.storefront = storefront
         self.storefront_settings = settings
@@ -131,7 +129,8 @@ class DeliveryHandler(web.RequestHandler):
     # -- the answer
 
     async def conclude(self, outcome: Outcome) -> None:
-        """Store the delivery (and its order), schedule its items, answer."""
+        """Store the delivery (and its order), then answer. The store schedules
+        the order's new line items before the commit is acknowledged."""
         headers = {name: value for name, value in self.request.headers.get_all()}
         delivery = NewDelivery(
             provider=self.provider, endpoint=f"{self.request.method} {self.request.path}"[:200],
@@ -147,14 +146,6 @@ class DeliveryHandler(web.RequestHandler):
             log.error("event=delivery.unstored provider=%s status=503", self.provider)
             self._answer(503, "storage-unavailable", None)
             return
-        if recorded.new_pending:
-            try:
-                sched.schedule(self.scheduler, recorded.new_pending)
-            except Exception:
-                # The order is committed; the scheduler's sweep gives these
-                # items their jobs within a minute.
-                log.exception("event=schedule.failed provider=%s delivery=%d order=%s",
-                              self.provider, recorded.delivery_id, recorded.order_id)
         self._log_outcome(outcome, recorded)
         self._answer(outcome.status, outcome.reason, recorded.delivery_id)
 

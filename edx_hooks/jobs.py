@@ -58,24 +58,28 @@ async def drain(timeout: float) -> int:
     return len(pending)
 
 
-async def enroll_item(item_id: int) -> None:
-    """Make one attempt at enrolling one line item; schedule the next if needed."""
+async def enroll_items(item_ids: list[int]) -> None:
+    """Make one attempt at enrolling each of these line items, one after the
+    other; schedule the next attempt where one is needed."""
     rt = _runtime
     if rt is None:
         raise RuntimeError("edx_hooks.jobs.bind() was not called")
-    if item_id in rt.running:  # a duplicate job for an item already in flight
-        return
-    rt.running.add(item_id)
+    # an item already in flight in another job is left to that job
+    mine = [i for i in item_ids if i not in rt.running]
+    rt.running.update(mine)
     task = asyncio.current_task()
     if task is not None:
         rt.tasks.add(task)
+    left = list(mine)
     try:
-        await _attempt(rt, item_id)
+        while left:
+            await _attempt(rt, left[0])
+            rt.running.discard(left.pop(0))
     except asyncio.CancelledError:
-        # Stopping: the item stays pending and is resumed at the next start.
-        log.warning("event=item.interrupted item=%d", item_id)
+        # Stopping: these items stay pending and are resumed at the next start.
+        log.warning("event=items.interrupted items=%s", ",".join(map(str, left)))
     finally:
-        rt.running.discard(item_id)
+        rt.running.difference_update(left)
         if task is not None:
             rt.tasks.discard(task)
 
@@ -96,7 +100,7 @@ async def _attempt(rt: Runtime, item_id: int) -> None:
         # Throttling is the LMS pacing us, not a failed attempt.
         when = utcnow() + dt.timedelta(seconds=e.retry_after)
         await rt.store.mark_retry(item_id, item["attempts"], str(e), when)
-        sched.schedule(rt.scheduler, [item_id], when)
+        sched.schedule_retry(rt.scheduler, item_id, when)
         log.warning("event=item.throttled %s retry_after=%.0f", ids, e.retry_after)
     except PermanentError as e:
         await _fail(rt, item_id, ids, attempt, str(e))
@@ -117,7 +121,7 @@ async def _transient(rt: Runtime, item_id: int, ids: str, attempt: int, reason: 
         return
     when = utcnow() + dt.timedelta(seconds=rt.delay_seconds)
     await rt.store.mark_retry(item_id, attempt, reason, when)
-    sched.schedule(rt.scheduler, [item_id], when)
+    sched.schedule_retry(rt.scheduler, item_id, when)
     log.warning("event=item.retry %s attempt=%d next_in=%.0f reason=%s",
                 ids, attempt, rt.delay_seconds, quoted(reason))
 

@@ -1,17 +1,24 @@
-"""Scheduling: one APScheduler job per line item, kept in a SQLAlchemy job store.
+"""Scheduling: APScheduler jobs, kept in a SQLAlchemy job store, that enroll
+line items.
 
-Jobs are ``edx_hooks.jobs:enroll_item(item_id)`` with the explicit id
-``enroll-<item id>``, so re-scheduling an item replaces its job instead of
-adding a second one. The items table is the truth about what still has to
-happen: on start-up every pending item whose job is missing (a crash between
-commit and scheduling, or while its job was running) gets its job back.
+A job is ``edx_hooks.jobs:enroll_items(item_ids)``. Each committed batch of
+orders gets one job for all the line items it added (``enroll-<first id>``),
+so a burst of orders costs one job-store write per batch, not per item; a
+line item waiting for another attempt gets a job of its own
+(``retry-<item id>``). Explicit ids and ``replace_existing`` mean a job is
+never duplicated.
+
+The items table is the truth about what still has to happen: at start-up,
+and every ``retry.sweep_seconds`` while running, every pending item that no
+job covers (a crash between commit and scheduling, or while its job was
+running; an operator's retry) gets a job.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,15 +26,13 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from .store import Store
+from .store import Store, utcnow
 
 log = logging.getLogger("edx_hooks.scheduler")
 
-JOB_FUNC = "edx_hooks.jobs:enroll_item"
-
-
-def job_id(item_id: int) -> str:
-    return f"enroll-{item_id}"
+JOB_FUNC = "edx_hooks.jobs:enroll_items"
+#: most line items in one job when resuming
+RESUME_CHUNK = 500
 
 
 def create(jobs_url: str) -> AsyncIOScheduler:
@@ -59,28 +64,50 @@ def create(jobs_url: str) -> AsyncIOScheduler:
     )
 
 
-def schedule(scheduler: AsyncIOScheduler, item_ids: Iterable[int],
-             when: dt.datetime | None = None) -> None:
-    """Run the enrollment of these items at ``when`` (naive UTC), or now."""
-    run_date = when.replace(tzinfo=dt.UTC) if when else None
-    for item_id in item_ids:
-        scheduler.add_job(JOB_FUNC, "date", run_date=run_date, args=[item_id],
-                          id=job_id(item_id), replace_existing=True)
+def schedule_new(scheduler: AsyncIOScheduler, item_ids: list[int]) -> None:
+    """Enroll these line items now, in one job."""
+    if item_ids:
+        scheduler.add_job(JOB_FUNC, "date", args=[list(item_ids)],
+                          id=f"enroll-{item_ids[0]}", replace_existing=True)
+
+
+def schedule_retry(scheduler: AsyncIOScheduler, item_id: int, when: dt.datetime) -> None:
+    """Make the next attempt for one line item at ``when`` (naive UTC)."""
+    scheduler.add_job(JOB_FUNC, "date", run_date=when.replace(tzinfo=dt.UTC),
+                      args=[[item_id]], id=f"retry-{item_id}", replace_existing=True)
+
+
+def covered(scheduler: AsyncIOScheduler) -> set[int]:
+    """The line items that some stored job will enroll."""
+    items: set[int] = set()
+    for job in scheduler.get_jobs(jobstore="default"):
+        if job.args and isinstance(job.args[0], list):
+            items.update(job.args[0])
+    return items
 
 
 async def resume(store: Store, scheduler: AsyncIOScheduler,
                  busy: Collection[int] = ()) -> int:
-    """Give every pending item without a job its job back; return how many.
+    """Give every pending item that no job covers a job; return how many.
 
-    ``busy``: items whose job is running right now (it left the job store
-    when it started), which must not get a second one.
+    ``busy``: items whose job is running right now (a job leaves the job
+    store when it starts), which must not get a second one.
     """
-    restored = 0
+    have = covered(scheduler)
+    now = utcnow()
+    due_now: list[int] = []
+    later = 0
     for item_id, due in await store.pending_items():
-        if item_id not in busy and scheduler.get_job(job_id(item_id)) is None:
-            schedule(scheduler, [item_id], due)
-            restored += 1
-    return restored
+        if item_id in have or item_id in busy:
+            continue
+        if due is None or due <= now:
+            due_now.append(item_id)
+        else:
+            schedule_retry(scheduler, item_id, due)
+            later += 1
+    for i in range(0, len(due_now), RESUME_CHUNK):
+        schedule_new(scheduler, due_now[i:i + RESUME_CHUNK])
+    return len(due_now) + later
 
 
 def start_sweep(store: Store, scheduler: AsyncIOScheduler, seconds: float,
@@ -97,3 +124,4 @@ def start_sweep(store: Store, scheduler: AsyncIOScheduler, seconds: float,
 
     scheduler.add_job(sweep, "interval", seconds=seconds, id="sweep",
                       jobstore="memory", replace_existing=True)
+

@@ -66,6 +66,8 @@ class StandinLMS:
         #: any ``window`` seconds, then 429 with Retry-After
         self.throttle: tuple[int, float] | None = None
         self.throttled = 0  # how many 429s it answered
+        #: seconds every enrollment call takes to answer
+        self.latency = 0.0
         self._accepted: list[float] = []
         self.server: HTTPServer | None = None
         self.url = ""
@@ -76,6 +78,7 @@ class StandinLMS:
         app = web.Application([
             (r"/oauth2/access_token", _Token, {"lms": self}),
             (r"/api/bulk_enroll/v1/bulk_enroll", _BulkEnroll, {"lms": self}),
+            (r"/_stats", _Stats, {"lms": self}),
             (r"/(.*)", _Redirects, {"lms": self}),
         ])
         self.server = HTTPServer(app)
@@ -165,6 +168,8 @@ class _BulkEnroll(_Base):
         self.lms.calls.append(Call(form=form, authorization=auth, at=time.monotonic()))
         if await self.forced(self.lms.forced):
             return
+        if self.lms.latency:
+            await asyncio.sleep(self.lms.latency)
         wait = self.lms.over_limit()
         if wait:
             self.lms.throttled += 1
@@ -220,6 +225,14 @@ class _BulkEnroll(_Base):
         self.finish(answer)
 
 
+class _Stats(_Base):
+    """What the stand-in received, for benchmarks running it as a process."""
+
+    def get(self) -> None:
+        self.finish({"calls": len(self.lms.calls), "throttled": self.lms.throttled,
+                     "token_requests": self.lms.token_requests})
+
+
 class _Redirects(_Base):
     """The redirect middleware: an exact path match answers 301, any method."""
 
@@ -244,19 +257,21 @@ class _Redirects(_Base):
 def main() -> None:  # pragma: no cover - for benchmarks and manual runs
     """Run the stand-in on its own: ``python -m tests.standin_lms --port 8098``."""
     import argparse
+    import sys
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port", type=int, default=8098)
     parser.add_argument("--client-secret", default="lms-client-secret")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds every enrollment call takes")
     args = parser.parse_args()
 
     async def serve() -> None:
         lms = StandinLMS(client_secret=args.client_secret)
-        await lms.start()
-        lms.server.stop()
-        lms.server = HTTPServer(lms.server.request_callback)
-        lms.server.listen(args.port, "127.0.0.1")
-        print(f"stand-in LMS on 127.0.0.1:{args.port}", flush=True)
+        lms.latency = args.latency
+        lms.port = args.port
+        await lms.start(same_port=True)
+        print(f"stand-in LMS on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(serve())

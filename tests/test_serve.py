@@ -85,7 +85,7 @@ async def test_sigint_stops_it_too_and_pending_work_survives(harness, lms):
     proc.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(proc.wait(), 20) == 0
     [job] = harness_jobs(harness)
-    assert job == "enroll-1"
+    assert job == "retry-1"  # its next attempt, an hour away, is kept
 
 
 def harness_jobs(harness) -> list[str]:
