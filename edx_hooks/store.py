@@ -125,6 +125,30 @@ class Recorded:
     order_existed: bool = False
 
 
+# --- statements, built once: building and cache-keying a statement costs more
+# CPU than SQLite takes to run it.
+
+_FIND_ORDERS = sa.select(orders.c.id, orders.c.provider, orders.c.shop, orders.c.external_id) \
+    .where(sa.tuple_(orders.c.provider, orders.c.shop, orders.c.external_id)
+           .in_(sa.bindparam("keys", expanding=True)))
+_INSERT_ORDERS = orders.insert().returning(orders.c.id, sort_by_parameter_order=True)
+_TOUCH_ORDERS = orders.update().where(orders.c.id.in_(sa.bindparam("ids", expanding=True))) \
+    .values(updated_at=sa.bindparam("now"))
+_KNOWN_ITEMS = sa.select(items.c.order_id, items.c.external_id) \
+    .where(items.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+_INSERT_DELIVERIES = deliveries.insert().returning(deliveries.c.id,
+                                                   sort_by_parameter_order=True)
+_INSERT_ITEMS = items.insert().returning(items.c.id, sort_by_parameter_order=True)
+#: SET whatever columns the parameters name, on an item that is still pending
+_UPDATE_PENDING = items.update().where(items.c.id == sa.bindparam("item_id"),
+                                       items.c.state == PENDING)
+_ITEMS_FOR_JOB = (
+    sa.select(items, orders.c.name.label("order_name"),
+              orders.c.external_id.label("order_external_id"), orders.c.provider, orders.c.shop)
+    .join(orders, items.c.order_id == orders.c.id)
+    .where(items.c.id == sa.bindparam("item_id")))
+
+
 # --- write operations: plain functions on a sync connection, run by the writer.
 
 def _chunks(values: list, size: int = 400) -> Iterator[list]:
@@ -145,10 +169,8 @@ def _record_many(conn: Connection,
 
     wanted = list(dict.fromkeys(key(o) for _, o in requests if o is not None))
     order_ids: dict[tuple[str, str, str], int] = {}
-    columns = sa.tuple_(orders.c.provider, orders.c.shop, orders.c.external_id)
     for chunk in _chunks(wanted):
-        for row in conn.execute(sa.select(orders.c.id, orders.c.provider, orders.c.shop,
-                                          orders.c.external_id).where(columns.in_(chunk))):
+        for row in conn.execute(_FIND_ORDERS, {"keys": chunk}):
             order_ids[tuple(row[1:])] = row[0]
     stored_before = set(order_ids)
 
@@ -159,19 +181,15 @@ def _record_many(conn: Connection,
                                       external_id=o.external_id, name=o.name[:255],
                                       created_at=d.received_at, updated_at=d.received_at)
     if new_orders:
-        inserted = conn.execute(
-            orders.insert().returning(orders.c.id, sort_by_parameter_order=True),
-            list(new_orders.values()))
+        inserted = conn.execute(_INSERT_ORDERS, list(new_orders.values()))
         order_ids.update(zip(new_orders, inserted.scalars(), strict=True))
     if stored_before:
-        conn.execute(orders.update()
-                     .where(orders.c.id.in_([order_ids[k] for k in stored_before]))
-                     .values(updated_at=max(d.received_at for d, _ in requests)))
+        conn.execute(_TOUCH_ORDERS, {"ids": [order_ids[k] for k in stored_before],
+                                     "now": max(d.received_at for d, _ in requests)})
 
     known: set[tuple[int, str]] = set()
     for chunk in _chunks([order_ids[k] for k in stored_before]):
-        known.update(tuple(r) for r in conn.execute(
-            sa.select(items.c.order_id, items.c.external_id).where(items.c.order_id.in_(chunk))))
+        known.update(tuple(r) for r in conn.execute(_KNOWN_ITEMS, {"ids": chunk}))
 
     delivery_rows = []
     for d, o in requests:
@@ -181,9 +199,7 @@ def _record_many(conn: Connection,
             client_ip=d.client_ip, headers=json.dumps(d.headers, ensure_ascii=False),
             body=body, body_size=len(d.body), status=d.status, reason=d.reason[:200],
             shop=d.shop, order_id=order_ids[key(o)] if o is not None else None))
-    delivery_ids = conn.execute(
-        deliveries.insert().returning(deliveries.c.id, sort_by_parameter_order=True),
-        delivery_rows).scalars().all()
+    delivery_ids = conn.execute(_INSERT_DELIVERIES, delivery_rows).scalars().all()
 
     records = [Recorded(delivery_id=i) for i in delivery_ids]
     item_rows, owners = [], []
@@ -206,9 +222,7 @@ def _record_many(conn: Connection,
                 next_attempt_at=None if item.failure else d.received_at))
             owners.append((rec, item.failure))
     if item_rows:
-        item_ids = conn.execute(
-            items.insert().returning(items.c.id, sort_by_parameter_order=True),
-            item_rows).scalars().all()
+        item_ids = conn.execute(_INSERT_ITEMS, item_rows).scalars().all()
         for item_id, (rec, failure) in zip(item_ids, owners, strict=True):
             if failure:
                 rec.new_failed.append((item_id, failure))
@@ -228,8 +242,8 @@ def _each(op: Callable[..., Any]) -> Callable[[Connection, list[tuple]], list[An
 @_each
 def _update_item(conn: Connection, item_id: int, values: dict[str, Any]) -> bool:
     """Change a line item that is still pending; False if it no longer is."""
-    stmt = items.update().where(items.c.id == item_id, items.c.state == PENDING)
-    return conn.execute(stmt.values(updated_at=utcnow(), **values)).rowcount == 1
+    return conn.execute(_UPDATE_PENDING,
+                        {"item_id": item_id, "updated_at": utcnow(), **values}).rowcount == 1
 
 
 @_each
@@ -387,13 +401,8 @@ class Store:
 
     async def item_for_job(self, item_id: int) -> dict[str, Any] | None:
         """The line item with what the enrollment job needs of its order."""
-        query = (sa.select(items, orders.c.name.label("order_name"),
-                           orders.c.external_id.label("order_external_id"),
-                           orders.c.provider, orders.c.shop)
-                 .join(orders, items.c.order_id == orders.c.id)
-                 .where(items.c.id == item_id))
         async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).mappings().first()
+            row = (await conn.execute(_ITEMS_FOR_JOB, {"item_id": item_id})).mappings().first()
         return dict(row) if row else None
 
     async def pending_items(self) -> list[tuple[int, dt.datetime | None]]:
