@@ -2,11 +2,11 @@
 line items.
 
 A job is ``edx_hooks.jobs:enroll_items(item_ids)``. Each committed batch of
-orders gets one job for all the line items it added (``enroll-<first id>``),
-so a burst of orders costs one job-store write per batch, not per item; a
-line item waiting for another attempt gets a job of its own
-(``retry-<item id>``). Explicit ids and ``replace_existing`` mean a job is
-never duplicated.
+orders gets one job, due at once, for all the line items it added
+(``enroll-<first id>``, kept in memory: see :func:`schedule_new`); a line
+item waiting for another attempt gets a job of its own (``retry-<item id>``)
+in the SQLAlchemy job store. Explicit ids and ``replace_existing`` mean a job
+is never duplicated.
 
 The items table is the truth about what still has to happen: at start-up,
 and every ``retry.sweep_seconds`` while running, every pending item that no
@@ -35,6 +35,54 @@ JOB_FUNC = "edx_hooks.jobs:enroll_items"
 RESUME_CHUNK = 500
 
 
+class CachedSQLAlchemyJobStore(SQLAlchemyJobStore):
+    """APScheduler's SQLAlchemy job store, read from memory.
+
+    Every write still goes to the database, so the jobs survive a restart
+    exactly as with the plain store; but the questions the scheduler asks
+    each time it wakes up (which jobs are due, when is the next one) are
+    answered from a copy in memory instead of two SELECTs and unpickling
+    every due job. edx-hooks is the only writer of its job store, so the
+    copy cannot go stale. Under a burst of orders this was a quarter of the
+    accept path's CPU.
+    """
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        self._memory = MemoryJobStore()
+        self._memory.start(scheduler, alias)
+        for job in super().get_all_jobs():
+            self._memory.add_job(job)
+
+    def lookup_job(self, job_id: str) -> Any:
+        return self._memory.lookup_job(job_id)
+
+    def get_due_jobs(self, now: dt.datetime) -> list:
+        return self._memory.get_due_jobs(now)
+
+    def get_next_run_time(self) -> dt.datetime | None:
+        return self._memory.get_next_run_time()
+
+    def get_all_jobs(self) -> list:
+        return self._memory.get_all_jobs()
+
+    def add_job(self, job: Any) -> None:
+        super().add_job(job)
+        self._memory.add_job(job)
+
+    def update_job(self, job: Any) -> None:
+        super().update_job(job)
+        self._memory.update_job(job)
+
+    def remove_job(self, job_id: str) -> None:
+        super().remove_job(job_id)
+        self._memory.remove_job(job_id)
+
+    def remove_all_jobs(self) -> None:
+        super().remove_all_jobs()
+        self._memory.remove_all_jobs()
+
+
 def create(jobs_url: str) -> AsyncIOScheduler:
     engine = sa.create_engine(jobs_url)
     if engine.dialect.name == "sqlite":
@@ -52,7 +100,8 @@ def create(jobs_url: str) -> AsyncIOScheduler:
             cur.close()
 
     return AsyncIOScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=engine), "memory": MemoryJobStore()},
+        jobstores={"default": CachedSQLAlchemyJobStore(engine=engine),
+                   "memory": MemoryJobStore()},
         job_defaults={
             # The default grace of 1 s silently skips jobs that come due while
             # the loop is busy with a burst of orders: run them however late.
@@ -65,9 +114,16 @@ def create(jobs_url: str) -> AsyncIOScheduler:
 
 
 def schedule_new(scheduler: AsyncIOScheduler, item_ids: list[int]) -> None:
-    """Enroll these line items now, in one job."""
+    """Enroll these line items now, in one job.
+
+    The job is due at once, so it is kept in memory: writing it to the job
+    store and deleting it a millisecond later would add nothing, since the
+    items table already holds these items durably as pending and start-up
+    gives any pending item without a job its job back. What waits (the next
+    attempt after a failure) is kept in the SQLAlchemy job store.
+    """
     if item_ids:
-        scheduler.add_job(JOB_FUNC, "date", args=[list(item_ids)],
+        scheduler.add_job(JOB_FUNC, "date", args=[list(item_ids)], jobstore="memory",
                           id=f"enroll-{item_ids[0]}", replace_existing=True)
 
 
@@ -78,9 +134,9 @@ def schedule_retry(scheduler: AsyncIOScheduler, item_id: int, when: dt.datetime)
 
 
 def covered(scheduler: AsyncIOScheduler) -> set[int]:
-    """The line items that some stored job will enroll."""
+    """The line items that some job, stored or in memory, will enroll."""
     items: set[int] = set()
-    for job in scheduler.get_jobs(jobstore="default"):
+    for job in scheduler.get_jobs():
         if job.args and isinstance(job.args[0], list):
             items.update(job.args[0])
     return items

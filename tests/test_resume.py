@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import pytest
@@ -15,24 +16,40 @@ def jobs(harness) -> list[str]:
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("lose_jobs", [False, True])
-async def test_pending_items_are_resumed_after_restart(harness, lms, lose_jobs):
+async def test_pending_items_are_resumed_after_restart(harness, lms):
     service = await harness.start()
-    service.scheduler.pause()  # accepted and scheduled, but no job gets to run
+    service.scheduler.pause()  # accepted and committed, but no job gets to run
     response = await harness.shopify(shopify_order(line_item(email="a@example.org"),
                                                    line_item(email="b@example.org")))
     assert response.code == 200
     await harness.stop()
-    assert jobs(harness) == ["enroll-1"]  # one job for the batch's items
-    if lose_jobs:  # as if killed between the commit and the scheduling
-        with sqlite3.connect(str(harness.db_path) + ".jobs.db") as conn:
-            conn.execute("DELETE FROM apscheduler_jobs")
+    # their job was due at once and kept in memory: it is gone with the process
+    assert jobs(harness) == []
     assert [i["state"] for i in harness.items()] == ["pending", "pending"]
     assert lms.calls == []
 
     await harness.start()
     await until(lambda: all(i["state"] == "enrolled" for i in harness.items()))
     assert sorted(c.form["identifiers"] for c in lms.calls) == ["a@example.org", "b@example.org"]
+    assert jobs(harness) == []
+
+
+@pytest.mark.gen_test
+async def test_a_stored_retry_is_kept_across_a_restart_and_not_duplicated(harness, lms):
+    from .standin_lms import Forced
+    await harness.start(retry={"delay_seconds": 1.5})
+    lms.forced.append(Forced(status=503))
+    await harness.shopify(shopify_order(line_item()))
+    await until(lambda: harness.items()[0]["attempts"] == 1)
+    await harness.stop()
+    assert jobs(harness) == ["retry-1"]
+
+    service = await harness.start(retry={"delay_seconds": 1.5})
+    from edx_hooks import scheduler
+    assert await scheduler.resume(service.store, service.scheduler) == 0  # covered
+    await until(lambda: harness.items()[0]["state"] == "enrolled")
+    await asyncio.sleep(0.3)
+    assert len(lms.calls) == 2 and harness.items()[0]["attempts"] == 2
     assert jobs(harness) == []
 
 
