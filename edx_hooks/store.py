@@ -45,6 +45,10 @@ deliveries = sa.Table(
     sa.Column("reason", sa.String(200), nullable=False),
     sa.Column("shop", sa.String(255)),
     sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id"), index=True),
+    # Lets one multi-row INSERT ... RETURNING report the ids in the order of
+    # the rows (SQLite alone does not promise that order): without it
+    # SQLAlchemy falls back to one INSERT per row.
+    sa.insert_sentinel("sentinel"),
 )
 
 orders = sa.Table(
@@ -57,6 +61,7 @@ orders = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False, index=True),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.UniqueConstraint("provider", "shop", "external_id", name="uq_order"),
+    sa.insert_sentinel("sentinel"),
 )
 
 items = sa.Table(
@@ -74,6 +79,7 @@ items = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Column("next_attempt_at", sa.DateTime),
     sa.UniqueConstraint("order_id", "external_id", name="uq_item"),
+    sa.insert_sentinel("sentinel"),
 )
 
 
@@ -281,23 +287,37 @@ class Store:
         on that batch is answered."""
         self.url = url
         self.after_commit = after_commit
+        #: for reads; writes go through the writer task and its own engine
         self.engine: AsyncEngine = create_async_engine(url)
+        self._write_engine: AsyncEngine = create_async_engine(url, pool_size=1, max_overflow=0)
         self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         if self.engine.dialect.name == "sqlite":
             level = sqlite_synchronous.upper()
+            for engine in (self.engine, self._write_engine):
+                @sa.event.listens_for(engine.sync_engine, "connect")
+                def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                    cur = dbapi_conn.cursor()
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    cur.execute(f"PRAGMA synchronous={level}")
+                    cur.execute("PRAGMA busy_timeout=10000")
+                    cur.execute("PRAGMA foreign_keys=ON")
+                    cur.close()
 
-            @sa.event.listens_for(self.engine.sync_engine, "connect")
-            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute(f"PRAGMA synchronous={level}")
-                cur.execute("PRAGMA busy_timeout=10000")
-                cur.execute("PRAGMA foreign_keys=ON")
-                cur.close()
+            # The writer takes the write lock when its transaction begins, not
+            # at its first INSERT: what it reads (existing orders, the last
+            # ids) cannot change before it writes. SQLAlchemy's documented
+            # recipe for the sqlite drivers' own BEGIN handling.
+            @sa.event.listens_for(self._write_engine.sync_engine, "connect")
+            def _no_driver_begin(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None
+
+            @sa.event.listens_for(self._write_engine.sync_engine, "begin")
+            def _begin_immediate(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     async def start(self) -> None:
-        async with self.engine.begin() as conn:
+        async with self._write_engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
@@ -307,6 +327,7 @@ class Store:
             await self._queue.put(None)
             await self._writer
             self._writer = None
+        await self._write_engine.dispose()
         await self.engine.dispose()
 
     # -- the writer
@@ -343,7 +364,7 @@ class Store:
             return done
 
         try:
-            async with self.engine.begin() as conn:
+            async with self._write_engine.begin() as conn:
                 results = await conn.run_sync(run)
         except Exception:
             if len(writes) == 1:

@@ -169,33 +169,27 @@ async def send_all(port: int, requests: list[bytes], concurrency: int) -> dict:
 
 
 class Process:
-    """A subprocess pinned to a core, its stderr drained in the background."""
+    """A subprocess pinned to a core, its stderr written to a file (as
+    journald would take it: a pipe read by the load generator could fill up
+    and stall the service)."""
 
     def __init__(self, args: list[str], core: int | None, cwd: Path, env: dict | None = None):
         if core is not None and shutil.which("taskset"):
             args = ["taskset", "-c", str(core)] + args
         self.args, self.cwd, self.env = args, cwd, env
         self.proc: asyncio.subprocess.Process | None = None
-        self.lines: list[str] = []
+        self.log_path = cwd / f"{os.path.basename(args[-1])}-{id(self)}.log"
 
     async def start(self, ready: str, timeout: float = 30) -> None:
+        self._log = open(self.log_path, "wb")
         self.proc = await asyncio.create_subprocess_exec(
             *self.args, cwd=self.cwd, env=self.env, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
-        started = asyncio.get_running_loop().create_future()
-
-        async def drain() -> None:
-            while line := await self.proc.stderr.readline():
-                text = line.decode(errors="replace")
-                if len(self.lines) < 2000:
-                    self.lines.append(text)
-                if ready in text and not started.done():
-                    started.set_result(None)
-            if not started.done():
-                started.set_exception(RuntimeError("process ended:\n" + "".join(self.lines)))
-
-        self._drain = asyncio.ensure_future(drain())
-        await asyncio.wait_for(started, timeout)
+            stderr=self._log)
+        deadline = time.monotonic() + timeout
+        while ready not in self.log_path.read_text(errors="replace"):
+            if self.proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError("process did not start:\n" + self.log_path.read_text())
+            await asyncio.sleep(0.05)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the process has used so far."""
@@ -215,10 +209,10 @@ class Process:
             self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), 30)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
-            await self._drain
+            self._log.close()
 
 
 def lms_stats(port: int) -> dict:
