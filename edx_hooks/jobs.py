@@ -85,6 +85,9 @@ async def enroll_items(item_ids: list[int]) -> None:
 
 
 async def _attempt(rt: Runtime, item_id: int) -> None:
+    # Wait for this attempt's turn at the LMS first: during a burst most
+    # items wait here, and they need not hold a row read from the database.
+    await rt.lms.pacer.wait()
     item = await rt.store.item_for_job(item_id)
     if item is None or item["state"] != PENDING:
         return
@@ -95,7 +98,8 @@ async def _attempt(rt: Runtime, item_id: int) -> None:
         if course is None:
             course = await rt.lms.resolve_sku(item["sku"])
             await rt.store.set_course(item_id, course)
-        result = await rt.lms.enroll(course, item["email"], reason=_reason(item))
+        result = await rt.lms.enroll(course, item["email"], reason=_reason(item),
+                                     slot_taken=True)
     except Throttled as e:
         # Throttling is the LMS pacing us, not a failed attempt.
         when = utcnow() + dt.timedelta(seconds=e.retry_after)

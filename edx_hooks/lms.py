@@ -220,22 +220,25 @@ class LMSClient:
 
     # -- enrollment
 
-    async def enroll(self, course_id: str, email_address: str, reason: str) -> str:
+    async def enroll(self, course_id: str, email_address: str, reason: str,
+                     slot_taken: bool = False) -> str:
         """Enroll one learner in one course; returns ``enrolled`` or ``allowed``
-        (no account yet: enrolled when they register)."""
+        (no account yet: enrolled when they register). ``slot_taken``: the
+        caller already waited its turn with :attr:`pacer`."""
         form = urllib.parse.urlencode({
             "action": "enroll", "courses": course_id, "identifiers": email_address,
             "auto_enroll": "true" if self.auto_enroll else "false",
             "email_students": "true" if self.email_students else "false",
             "reason": reason})
-        response = await self._bulk_enroll(form, redact=email_address)
+        response = await self._bulk_enroll(form, redact=email_address, paced=not slot_taken)
         return _enroll_result(response, course_id, email_address)
 
-    async def _bulk_enroll(self, form: str, redact: str) -> HTTPResponse:
+    async def _bulk_enroll(self, form: str, redact: str, paced: bool = True) -> HTTPResponse:
         token = None
-        for _ in range(2):  # on a 401: one fresh token, one repeat
+        for repeat in (False, True):  # on a 401: one fresh token, one repeat
             token = await self.token(stale=token)
-            await self.pacer.wait()
+            if paced or repeat:
+                await self.pacer.wait()
             response = await self._fetch(
                 self.base_url + BULK_ENROLL_PATH, method="POST", body=form,
                 headers={"Authorization": f"JWT {token}",
