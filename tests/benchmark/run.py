@@ -278,9 +278,10 @@ async def run_scenario(name: str, requests: int, concurrency: int, items: int,
                           first_delivery_to_last_enrollment_s=span if done == total else None)
             if lms_up:
                 stats = lms_stats(lms_port)
+                # calls still in flight would skew it: only once all are enrolled
                 report.update(lms_calls=stats["calls"], lms_throttled=stats["throttled"],
-                              lms_calls_per_enrolled_item=(stats["calls"] / done) if done
-                              else None)
+                              lms_calls_per_enrolled_item=(stats["calls"] / done)
+                              if done and done == total else None)
         report["peak_rss_mb"] = service.peak_rss_mb()
     finally:
         await service.stop()
