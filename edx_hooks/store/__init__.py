@@ -1,0 +1,35 @@
+"""The database: schema, and every SQL statement edx-hooks runs.
+
+Writes go through one writer task that commits everything queued so far in a
+single transaction (group commit): a request hands its rows over and is
+answered only after the transaction holding them is committed, so durability
+is that of a per-request commit at a fraction of the cost. Reads use their
+own connections; SQLite runs in WAL mode so they never wait for the writer.
+
+``schema`` holds the tables and statements, ``writes`` the batch write
+operations, ``database`` the :class:`Store` that runs them.
+"""
+
+from .database import Store
+from .schema import (
+    ENROLLED,
+    FAILED,
+    PENDING,
+    REJECTED_BODY_KEEP,
+    NewDelivery,
+    NewItem,
+    NewOrder,
+    Recorded,
+    deliveries,
+    items,
+    metadata,
+    order_state,
+    orders,
+    utcnow,
+)
+
+__all__ = [
+    "ENROLLED", "FAILED", "PENDING", "REJECTED_BODY_KEEP", "NewDelivery", "NewItem",
+    "NewOrder", "Recorded", "Store", "deliveries", "items", "metadata", "order_state",
+    "orders", "utcnow",
+]

@@ -1,0 +1,280 @@
+"""The database: the engines, the writer task that group-commits every write,
+and the read queries."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .schema import (
+    ENROLLED,
+    FAILED,
+    ITEMS_FOR_JOB,
+    PENDING,
+    NewDelivery,
+    NewOrder,
+    Recorded,
+    deliveries,
+    items,
+    metadata,
+    order_state,
+    orders,
+    utcnow,
+)
+from .writes import (
+    beat,
+    prune,
+    record_many,
+    retry_failed,
+    update_item,
+)
+
+log = logging.getLogger("edx_hooks.store")
+
+
+@dataclass
+class _Write:
+    #: a batch operation: op(connection, [args, ...]) -> [result, ...]
+    op: Callable[[Connection, list[tuple]], list[Any]]
+    args: tuple
+    future: asyncio.Future
+
+
+class Store:
+    """Owns the engine and the writer task; every query is a method here."""
+
+    def __init__(self, url: str, sqlite_synchronous: str = "full",
+                 after_commit: Callable[[list[int]], None] | None = None):
+        """``after_commit`` is called with the ids of the line items each
+        committed batch added in state pending, before any request waiting
+        on that batch is answered."""
+        self.url = url
+        self.after_commit = after_commit
+        #: for reads; writes go through the writer task and its own engine
+        self.engine: AsyncEngine = create_async_engine(url)
+        self._write_engine: AsyncEngine = create_async_engine(url, pool_size=1, max_overflow=0)
+        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._writer: asyncio.Task | None = None
+        if self.engine.dialect.name == "sqlite":
+            level = sqlite_synchronous.upper()
+            for engine in (self.engine, self._write_engine):
+                @sa.event.listens_for(engine.sync_engine, "connect")
+                def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                    cur = dbapi_conn.cursor()
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    cur.execute(f"PRAGMA synchronous={level}")
+                    cur.execute("PRAGMA busy_timeout=10000")
+                    cur.execute("PRAGMA foreign_keys=ON")
+                    cur.close()
+
+            # The writer takes the write lock when its transaction begins, not
+            # at its first INSERT: what it reads (existing orders, the last
+            # ids) cannot change before it writes. SQLAlchemy's documented
+            # recipe for the sqlite drivers' own BEGIN handling.
+            @sa.event.listens_for(self._write_engine.sync_engine, "connect")
+            def _no_driver_begin(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None
+
+            @sa.event.listens_for(self._write_engine.sync_engine, "begin")
+            def _begin_immediate(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    async def start(self) -> None:
+        async with self._write_engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer, close the connections."""
+        if self._writer is not None:
+            await self._queue.put(None)
+            await self._writer
+            self._writer = None
+        await self._write_engine.dispose()
+        await self.engine.dispose()
+
+    # -- the writer
+
+    async def _submit(self, op: Callable[[Connection, list[tuple]], list[Any]],
+                      *args: Any) -> Any:
+        if self._writer is None or self._writer.done():
+            raise RuntimeError("store is not running")
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Write(op, args, fut))
+        return await fut
+
+    async def _write_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            stopping = None in batch
+            writes = [w for w in batch if w is not None]
+            if writes:
+                await self._commit(writes)
+
+    async def _commit(self, writes: list[_Write]) -> None:
+        """Commit a batch in one transaction; then resolve each write's future."""
+        groups: dict[Callable, list[_Write]] = {}
+        for w in writes:
+            groups.setdefault(w.op, []).append(w)
+
+        def run(conn: Connection) -> list[tuple[_Write, Any]]:
+            done = []
+            for op, group in groups.items():
+                done += zip(group, op(conn, [w.args for w in group]), strict=True)
+            return done
+
+        try:
+            async with self._write_engine.begin() as conn:
+                results = await conn.run_sync(run)
+        except Exception:
+            if len(writes) == 1:
+                log.exception("event=store.write_failed op=%s", writes[0].op.__name__)
+                if not writes[0].future.done():
+                    writes[0].future.set_exception(RuntimeError("database write failed"))
+                return
+            # One bad write must not sink its neighbours: commit each alone.
+            for w in writes:
+                await self._commit([w])
+            return
+        pending = [i for _, r in results if isinstance(r, Recorded) for i in r.new_pending]
+        if pending and self.after_commit is not None:
+            try:
+                self.after_commit(pending)
+            except Exception:
+                # Committed all the same: the scheduler's sweep gives these
+                # items their job.
+                log.exception("event=schedule.failed items=%d", len(pending))
+        for w, result in results:
+            if not w.future.done():
+                w.future.set_result(result)
+
+    # -- writes
+
+    async def record(self, delivery: NewDelivery, order: NewOrder | None = None) -> Recorded:
+        """Store a delivery and, when it was accepted, its order and new line items."""
+        return await self._submit(record_many, delivery, order)
+
+    async def set_course(self, item_id: int, course_id: str) -> bool:
+        return await self._submit(update_item, item_id, {"course_id": course_id})
+
+    async def mark_enrolled(self, item_id: int, attempts: int) -> bool:
+        return await self._submit(update_item, item_id, dict(
+            state=ENROLLED, attempts=attempts, reason=None, next_attempt_at=None))
+
+    async def mark_failed(self, item_id: int, attempts: int, reason: str) -> bool:
+        return await self._submit(update_item, item_id, dict(
+            state=FAILED, attempts=attempts, reason=reason, next_attempt_at=None))
+
+    async def mark_retry(self, item_id: int, attempts: int, reason: str,
+                         next_attempt_at: dt.datetime) -> bool:
+        return await self._submit(update_item, item_id, dict(
+            attempts=attempts, reason=reason, next_attempt_at=next_attempt_at))
+
+    async def retry_failed(self, item_ids: list[int] | None = None,
+                           order_ids: list[int] | None = None) -> list[int]:
+        """Set failed line items pending again, attempts from zero; return their ids.
+
+        ``None`` for both: every failed item.
+        """
+        return await self._submit(retry_failed, item_ids, order_ids)
+
+    async def prune(self, before: dt.datetime) -> int:
+        """Remove the raw body and headers of finished deliveries; return how many."""
+        return await self._submit(prune, before)
+
+    async def check_writable(self) -> None:
+        """Commit a write through the writer; raises if the database refuses it."""
+        await self._submit(beat)
+
+    # -- reads
+
+    async def item_for_job(self, item_id: int) -> dict[str, Any] | None:
+        """The line item with what the enrollment job needs of its order."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(ITEMS_FOR_JOB, {"item_id": item_id})).mappings().first()
+        return dict(row) if row else None
+
+    async def pending_items(self) -> list[tuple[int, dt.datetime | None]]:
+        """Every line item not yet enrolled or failed, with when it is due."""
+        query = (sa.select(items.c.id, items.c.next_attempt_at)
+                 .where(items.c.state == PENDING).order_by(items.c.id))
+        async with self.engine.connect() as conn:
+            return [tuple(r) for r in (await conn.execute(query)).all()]
+
+    async def _all(self, query: Any) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            return [dict(r) for r in (await conn.execute(query)).mappings().all()]
+
+    async def orders(self, state: str | None = None, since: dt.datetime | None = None,
+                     limit: int = 1000) -> list[dict[str, Any]]:
+        """Orders, newest first, with their items counted by state, the
+        order's state and its latest error."""
+        counts = (sa.select(
+            items.c.order_id, sa.func.count().label("items"),
+            sa.func.sum(sa.case((items.c.state == PENDING, 1), else_=0)).label("pending"),
+            sa.func.sum(sa.case((items.c.state == FAILED, 1), else_=0)).label("failed"),
+            sa.func.sum(sa.case((items.c.state == ENROLLED, 1), else_=0)).label("enrolled"),
+            sa.func.max(sa.case((items.c.reason.is_not(None), items.c.updated_at)))
+            .label("error_at"))
+            .group_by(items.c.order_id).subquery())
+        last_error = (sa.select(items.c.reason).where(items.c.order_id == orders.c.id,
+                                                      items.c.reason.is_not(None))
+                      .order_by(items.c.updated_at.desc()).limit(1).scalar_subquery())
+        query = (sa.select(orders, sa.func.coalesce(counts.c["items"], 0).label("items"),
+                           sa.func.coalesce(counts.c.pending, 0).label("pending"),
+                           sa.func.coalesce(counts.c.failed, 0).label("failed"),
+                           sa.func.coalesce(counts.c.enrolled, 0).label("enrolled"),
+                           last_error.label("last_error"))
+                 .outerjoin(counts, counts.c.order_id == orders.c.id)
+                 .order_by(orders.c.created_at.desc(), orders.c.id.desc()))
+        if since is not None:
+            query = query.where(orders.c.created_at >= since)
+        found = []
+        for row in await self._all(query):
+            row["state"] = order_state(row)
+            if state is None or row["state"] == state:
+                found.append(row)
+            if len(found) >= limit:
+                break
+        return found
+
+    async def order_story(self, provider: str, external_id: str) -> list[dict[str, Any]]:
+        """Everything about the orders with this provider and id (one per shop):
+        the order, its deliveries and its line items."""
+        found = await self._all(sa.select(orders).where(orders.c.provider == provider,
+                                                        orders.c.external_id == external_id))
+        for order in found:
+            order["deliveries"] = await self._all(
+                sa.select(deliveries.c.id, deliveries.c.received_at, deliveries.c.client_ip,
+                          deliveries.c.endpoint, deliveries.c.status, deliveries.c.reason)
+                .where(deliveries.c.order_id == order["id"]).order_by(deliveries.c.id))
+            order["items"] = await self._all(
+                sa.select(items).where(items.c.order_id == order["id"]).order_by(items.c.id))
+        return found
+
+    async def delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        rows = await self._all(sa.select(deliveries).where(deliveries.c.id == delivery_id))
+        return rows[0] if rows else None
+
+    async def health(self) -> dict[str, Any]:
+        """How many items are pending and failed, and the oldest pending one's age."""
+        query = sa.select(
+            sa.func.sum(sa.case((items.c.state == PENDING, 1), else_=0)),
+            sa.func.sum(sa.case((items.c.state == FAILED, 1), else_=0)),
+            sa.func.min(sa.case((items.c.state == PENDING, items.c.created_at))))
+        async with self.engine.connect() as conn:
+            pending, failed, oldest = (await conn.execute(query)).one()
+        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        return {"pending": pending or 0, "failed": failed or 0,
+                "oldest_pending_seconds": round(age, 1)}

@@ -1,0 +1,162 @@
+"""The schema, the records handed to the store, and the statements the hot
+path runs, built once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+PENDING, ENROLLED, FAILED = "pending", "enrolled", "failed"
+
+#: What is kept of a rejected delivery's body: enough to diagnose it, not
+#: enough for a flood of forgeries to fill the disk.
+REJECTED_BODY_KEEP = 64 * 1024
+
+metadata = sa.MetaData()
+
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("endpoint", sa.String(200), nullable=False),
+    sa.Column("received_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("client_ip", sa.String(64)),
+    sa.Column("headers", sa.Text, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("body_size", sa.Integer, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.Column("shop", sa.String(255)),
+    sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id"), index=True),
+    #: when ``edx-hooks prune`` removed its body and headers
+    sa.Column("pruned_at", sa.DateTime),
+    # Lets one multi-row INSERT ... RETURNING report the ids in the order of
+    # the rows (SQLite alone does not promise that order): without it
+    # SQLAlchemy falls back to one INSERT per row.
+    sa.insert_sentinel("sentinel"),
+)
+
+orders = sa.Table(
+    "orders", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("shop", sa.String(255), nullable=False),
+    sa.Column("external_id", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("provider", "shop", "external_id", name="uq_order"),
+    sa.insert_sentinel("sentinel"),
+)
+
+items = sa.Table(
+    "items", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id"), nullable=False),
+    sa.Column("external_id", sa.String(64), nullable=False),
+    sa.Column("sku", sa.String(255)),
+    sa.Column("email", sa.String(320)),
+    sa.Column("course_id", sa.String(255)),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("reason", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime),
+    sa.UniqueConstraint("order_id", "external_id", name="uq_item"),
+    sa.insert_sentinel("sentinel"),
+)
+
+
+#: one row: the last time the health check wrote to the database
+heartbeat = sa.Table(
+    "heartbeat", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.DateTime, nullable=False),
+)
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC: SQLite keeps no zone, and every timestamp here is UTC."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass
+class NewDelivery:
+    provider: str
+    endpoint: str
+    received_at: dt.datetime
+    client_ip: str | None
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    reason: str
+    shop: str | None = None
+
+
+@dataclass
+class NewItem:
+    external_id: str
+    sku: str | None
+    email: str | None
+    course_id: str | None = None
+    #: set when the storefront already knows the item cannot be enrolled
+    failure: str | None = None
+
+
+@dataclass
+class NewOrder:
+    provider: str
+    shop: str
+    external_id: str
+    name: str
+    items: list[NewItem] = field(default_factory=list)
+
+
+@dataclass
+class Recorded:
+    delivery_id: int
+    order_id: int | None = None
+    #: ids of the line items this delivery added in state pending
+    new_pending: list[int] = field(default_factory=list)
+    #: (id, reason) of the line items this delivery added already failed
+    new_failed: list[tuple[int, str]] = field(default_factory=list)
+    order_existed: bool = False
+
+
+# --- statements, built once: building and cache-keying a statement costs more
+# CPU than SQLite takes to run it.
+
+FIND_ORDERS = sa.select(orders.c.id, orders.c.provider, orders.c.shop, orders.c.external_id) \
+    .where(sa.tuple_(orders.c.provider, orders.c.shop, orders.c.external_id)
+           .in_(sa.bindparam("keys", expanding=True)))
+INSERT_ORDERS = orders.insert().returning(orders.c.id, sort_by_parameter_order=True)
+TOUCH_ORDERS = orders.update().where(orders.c.id.in_(sa.bindparam("ids", expanding=True))) \
+    .values(updated_at=sa.bindparam("now"))
+KNOWN_ITEMS = sa.select(items.c.order_id, items.c.external_id) \
+    .where(items.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+INSERT_DELIVERIES = deliveries.insert().returning(deliveries.c.id,
+                                                   sort_by_parameter_order=True)
+INSERT_ITEMS = items.insert().returning(items.c.id, sort_by_parameter_order=True)
+#: SET whatever columns the parameters name, on an item that is still pending
+UPDATE_PENDING = items.update().where(items.c.id == sa.bindparam("item_id"),
+                                       items.c.state == PENDING)
+ITEMS_FOR_JOB = (
+    sa.select(items, orders.c.name.label("order_name"),
+              orders.c.external_id.label("order_external_id"), orders.c.provider, orders.c.shop)
+    .join(orders, items.c.order_id == orders.c.id)
+    .where(items.c.id == sa.bindparam("item_id")))
+
+
+def order_state(counts: dict[str, int]) -> str:
+    """An order's state follows from its items': pending while any is,
+    failed if any failed, enrolled when all are; ``empty`` without items."""
+    if not counts["items"]:
+        return "empty"
+    if counts["pending"]:
+        return PENDING
+    if counts["failed"]:
+        return FAILED
+    return ENROLLED
