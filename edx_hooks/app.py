@@ -15,9 +15,9 @@ from types import SimpleNamespace
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from . import jobs
+from . import jobs, logs
 from . import scheduler as sched
-from .handlers import DeliveryHandler, Inflight
+from .handlers import DeliveryHandler, HealthHandler, Inflight
 from .lms import LMSClient
 from .store import Store
 from .storefronts import shopify, woocommerce
@@ -66,6 +66,7 @@ class Service:
             else:
                 routes.append((path, DeliveryHandler,
                                dict(common, storefront=module, settings=settings)))
+        routes.append((r"/healthz", HealthHandler, {"store": self.store}))
         return web.Application(routes, default_handler_class=DeliveryHandler,
                                default_handler_args=common)
 
@@ -96,28 +97,29 @@ class Service:
         else:
             self.server.add_socket(sock)
             self.port = sock.getsockname()[1]
-        log.info("event=service.started address=%s port=%s database=%s storefronts=%s "
-                 "resumed_items=%d", self.cfg.server.address, self.port,
-                 _safe_url(self.cfg.database.url), ",".join(self.cfg.storefronts) or "none",
-                 resumed)
+        logs.event(log, logs.INFO, "service.started", address=self.cfg.server.address,
+                   port=self.port, database=_safe_url(self.cfg.database.url),
+                   storefronts=",".join(self.cfg.storefronts) or "none",
+                   resumed_items=resumed)
 
     async def stop(self) -> None:
         """Stop taking requests, let those under way finish, keep every job."""
         if self.server is not None:
             self.server.stop()
             if not await self.inflight.wait_idle(SHUTDOWN_GRACE_SECONDS):
-                log.warning("event=service.stop_timeout what=requests count=%d",
-                            self.inflight.count)
+                logs.event(log, logs.WARNING, "service.stop_timeout", what="requests",
+                       count=self.inflight.count)
             await self.server.close_all_connections()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         interrupted = await jobs.drain(SHUTDOWN_GRACE_SECONDS)
         if interrupted:
-            log.warning("event=service.stop_timeout what=lms-calls interrupted=%d", interrupted)
+            logs.event(log, logs.WARNING, "service.stop_timeout", what="lms-calls",
+                       interrupted=interrupted)
         jobs.bind(None)
         await self.store.close()
         self.lms.close()
-        log.info("event=service.stopped")
+        logs.event(log, logs.INFO, "service.stopped")
 
 
 def _safe_url(url: str) -> str:

@@ -1,77 +1,285 @@
-"""Command line: ``edx-hooks serve`` runs the service, ``edx-hooks retry``
-sets failed line items pending again, ``edx-hooks settings`` lists every
-setting."""
+"""Command line: the service (``serve``) and the operator's whole window into
+it. Every command reads the same database as the running service and is safe
+while it runs (SQLite in WAL mode; writes wait their turn)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import datetime as dt
+import json
 import os
 import signal
 import sys
+from typing import Any
 
 from . import __version__, logs
 from . import config as config_mod
 
-log = logging.getLogger("edx_hooks")
+log = logs.logging.getLogger("edx_hooks")
 
 
-async def _serve(cfg) -> int:
+class Failure(Exception):
+    """Ends a command with this one-line message and exit code 1."""
+
+
+async def _serve(cfg: Any, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .app import Service
 
     service = Service(cfg)
     try:
         await service.start()
     except OSError as e:
-        print(f"edx-hooks: cannot listen on {cfg.server.address}:{cfg.server.port}: "
-              f"{e.strerror or e}: set server.address/server.port or stop the other process",
-              file=sys.stderr)
         await service.stop()
-        return 1
-    except Exception as e:
-        from sqlalchemy.exc import SQLAlchemyError
-        if not isinstance(e, SQLAlchemyError):
-            raise
+        raise Failure(f"cannot listen on {cfg.server.address}:{cfg.server.port}: "
+                      f"{e.strerror or e}: set server.address/server.port or stop the other "
+                      "process") from None
+    except SQLAlchemyError as e:
         reason = str(getattr(e, "orig", None) or e).splitlines()[0]
-        print(f"edx-hooks: cannot open the database ({reason}): check database.url and that "
-              "its directory exists and is writable", file=sys.stderr)
-        return 1
+        raise Failure(f"cannot open the database ({reason}): check database.url and that its "
+                      "directory exists and is writable") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("event=service.stopping")
+    logs.event(log, logs.INFO, "service.stopping")
     await service.stop()
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="edx-hooks",
-        description="Storefront order webhooks in, Open edX enrollments out.")
-    parser.add_argument("--version", action="version", version=f"edx-hooks {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help="run the webhook receiver")
-    serve.add_argument("--config", metavar="PATH", default=os.environ.get("EDX_HOOKS_CONFIG"),
-                       help="TOML configuration file (default: $EDX_HOOKS_CONFIG)")
-    commands.add_parser("settings", help="list every setting, its default and its variable")
-    retry = commands.add_parser(
-        "retry", help="set failed line items pending again (safe while the service runs)",
-        description="Set failed line items pending again, with their attempts counted from "
-                    "zero. The running service picks them up within retry.sweep_seconds; a "
-                    "stopped one at its next start.")
-    retry.add_argument("--config", metavar="PATH", default=os.environ.get("EDX_HOOKS_CONFIG"),
-                       help="TOML configuration file (default: $EDX_HOOKS_CONFIG)")
-    which = retry.add_mutually_exclusive_group(required=True)
-    which.add_argument("--item", type=int, nargs="+", metavar="ID",
-                       help="line item ids (item=... in the log)")
-    which.add_argument("--order", type=int, nargs="+", metavar="ID",
-                       help="order ids (order=... in the log): all their failed items")
-    which.add_argument("--all-failed", action="store_true", help="every failed line item")
-    args = parser.parse_args(argv)
+# -- output
 
+def _age(since: dt.datetime | None) -> str:
+    if since is None:
+        return "-"
+    seconds = max(0, int((dt.datetime.now(dt.UTC).replace(tzinfo=None) - since).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in cells)
+
+
+def _json(value: Any) -> str:
+    def default(v: Any) -> Any:
+        if isinstance(v, dt.datetime):
+            return v.isoformat() + "Z"
+        if isinstance(v, bytes):
+            return v.decode("utf-8", "replace")
+        raise TypeError(type(v).__name__)
+    return json.dumps(value, default=default, indent=2, ensure_ascii=False)
+
+
+def _short(text: str | None, width: int = 70) -> str | None:
+    if text is None or len(text) <= width:
+        return text
+    return text[:width - 1] + "…"
+
+
+# -- commands that read and write the database
+
+async def _orders(store: Any, cfg: Any, args: argparse.Namespace) -> int:
+    found = await store.orders(state=args.state, since=args.since, limit=args.limit)
+    if args.json:
+        print(_json(found))
+        return 0
+    rows = [[o["provider"], o["shop"], o["external_id"], o["name"],
+             f"{o['enrolled']}/{o['items']}", o["state"], _age(o["created_at"]),
+             _short(o["last_error"]) if o["state"] != "enrolled" else None] for o in found]
+    print(_table(rows, ["provider", "shop", "order", "name", "enrolled", "state", "age",
+                        "last error"]) if rows else "no orders")
+    return 0
+
+
+async def _order(store: Any, cfg: Any, args: argparse.Namespace) -> int:
+    found = await store.order_story(args.provider, args.order_id)
+    if not found:
+        raise Failure(f"no {args.provider} order {args.order_id}: `edx-hooks orders` lists them")
+    if args.json:
+        print(_json(found))
+        return 0
+    for order in found:
+        print(f"{order['provider']} order {order['external_id']} {order['name']} from "
+              f"{order['shop']}, received {order['created_at']:%Y-%m-%d %H:%M:%S} UTC")
+        print("\ndeliveries:")
+        print(_table([[d["id"], f"{d['received_at']:%Y-%m-%d %H:%M:%S}", d["client_ip"],
+                       d["endpoint"], d["status"], d["reason"]] for d in order["deliveries"]],
+                     ["id", "received (UTC)", "client", "endpoint", "answer", "reason"]))
+        print("\nline items:")
+        print(_table([[i["id"], i["external_id"], i["sku"], i["course_id"], i["email"],
+                       i["state"], i["attempts"], f"{i['updated_at']:%Y-%m-%d %H:%M:%S}",
+                       i["reason"]] for i in order["items"]],
+                     ["item", "line item", "sku", "course", "learner", "state", "attempts",
+                      "updated (UTC)", "error"]))
+        print()
+    return 0
+
+
+async def _retry(store: Any, cfg: Any, args: argparse.Namespace) -> int:
+    if args.all_failed:
+        ids = await store.retry_failed()
+    elif args.item:
+        ids = await store.retry_failed(item_ids=args.item)
+    else:
+        if not (args.provider and args.order_id):
+            raise Failure("say which: PROVIDER ORDER_ID, --item ID..., or --all-failed")
+        found = await store.order_story(args.provider, args.order_id)
+        if not found:
+            raise Failure(f"no {args.provider} order {args.order_id}")
+        ids = await store.retry_failed(order_ids=[o["id"] for o in found])
+    if not ids:
+        raise Failure("no failed line item matched: nothing to retry")
+    print(f"{len(ids)} line item(s) set pending again: {', '.join(map(str, ids))}")
+    print(f"the running service picks them up within {cfg.retry.sweep_seconds:g} s "
+          "(retry.sweep_seconds), a stopped one at its next start")
+    return 0
+
+
+async def _replay(store: Any, cfg: Any, args: argparse.Namespace) -> int:
+    from .store import NewDelivery, utcnow
+    from .storefronts import by_provider
+
+    original = await store.delivery(args.delivery_id)
+    if original is None:
+        raise Failure(f"no delivery {args.delivery_id}")
+    if original["pruned_at"] is not None:
+        raise Failure(f"delivery {args.delivery_id} was pruned: its body is gone")
+    if len(original["body"]) < original["body_size"]:
+        raise Failure(f"only the first {len(original['body'])} of {original['body_size']} "
+                      f"bytes of delivery {args.delivery_id} were kept: it cannot be verified")
+    module = by_provider(original["provider"])
+    settings = getattr(cfg, original["provider"], None) if module else None
+    if settings is None:
+        raise Failure(f"delivery {args.delivery_id} came for {original['provider']}, "
+                      "which is not configured")
+    headers = json.loads(original["headers"])
+    outcome = module.receive(_Headers(headers), original["body"], settings)
+    replay = NewDelivery(
+        provider=original["provider"], endpoint=f"REPLAY {original['endpoint']}"[:200],
+        received_at=utcnow(), client_ip=original["client_ip"], headers=headers,
+        body=original["body"], status=outcome.status,
+        reason=f"{outcome.reason} (replay of {args.delivery_id})", shop=outcome.shop)
+    recorded = await store.record(replay, outcome.order)
+    print(f"delivery {args.delivery_id} replayed as delivery {recorded.delivery_id}: "
+          f"{outcome.status} {outcome.reason}")
+    if outcome.status >= 300:
+        return 1
+    print(f"{len(recorded.new_pending)} new line item(s) pending, "
+          f"{len(recorded.new_failed)} failed on arrival; the running service picks them up "
+          f"within {cfg.retry.sweep_seconds:g} s")
+    return 0
+
+
+class _Headers(dict):
+    """Stored headers, looked up without regard to case as HTTP wants."""
+
+    def __init__(self, headers: dict[str, str]):
+        super().__init__({k.lower(): v for k, v in headers.items()})
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+
+async def _prune(store: Any, cfg: Any, args: argparse.Namespace) -> int:
+    before = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=args.older_than)
+    count = await store.prune(before)
+    print(f"removed body and headers of {count} finished deliveries older than "
+          f"{args.older_than:g} days; orders, line items and outcomes are kept")
+    return 0
+
+
+async def _with_store(command: Any, cfg: Any, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .store import Store
+
+    store = Store(cfg.database.url, cfg.database.sqlite_synchronous)
+    try:
+        await store.start()
+        return await command(store, cfg, args)
+    except SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        raise Failure(f"database error ({reason}): check database.url") from None
+    finally:
+        await store.close()
+
+
+async def _check(cfg: Any, args: argparse.Namespace) -> int:
+    print(f"config OK: listening on {cfg.server.address}:{cfg.server.port}, database "
+          f"{cfg.database.url}, storefronts: {', '.join(cfg.storefronts) or 'none'}")
+    if not args.online:
+        return 0
+    from .lms import probe
+
+    ok = True
+    for good, line in await probe(cfg.lms):
+        print(("ok   " if good else "FAIL ") + line)
+        ok = ok and good
+    return 0 if ok else 1
+
+
+def _date(value: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date like 2026-11-28") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="edx-hooks", description="Shop order webhooks in, Open edX enrollments out.")
+    top.add_argument("--version", action="version", version=f"edx-hooks {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=kw.pop("description", help))
+        sub.add_argument("--config", metavar="PATH", default=os.environ.get("EDX_HOOKS_CONFIG"),
+                         help="TOML configuration file (default: $EDX_HOOKS_CONFIG)")
+        return sub
+
+    command("serve", "run the webhook receiver")
+    sub = command("orders", "list orders with their state, age and last error")
+    sub.add_argument("--state", choices=["pending", "enrolled", "failed", "empty"])
+    sub.add_argument("--since", type=_date, metavar="DATE", help="received on or after DATE")
+    sub.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+    sub.add_argument("--json", action="store_true", help="JSON for scripts")
+    sub = command("order", "everything about one order: deliveries and line items")
+    sub.add_argument("provider", choices=["shopify", "woocommerce"])
+    sub.add_argument("order_id", help="the shop's order id (order=... in the log)")
+    sub.add_argument("--json", action="store_true", help="JSON for scripts")
+    sub = command("retry", "set failed line items pending again, with fresh attempts",
+                  description="Set failed line items pending again, attempts counted from "
+                              "zero, once the cause is fixed. The running service picks them "
+                              "up within retry.sweep_seconds; a stopped one at its next start.")
+    sub.add_argument("provider", nargs="?", choices=["shopify", "woocommerce"])
+    sub.add_argument("order_id", nargs="?", help="the shop's order id")
+    sub.add_argument("--item", type=int, nargs="+", metavar="ID",
+                     help="line item ids (item=... in the log)")
+    sub.add_argument("--all-failed", action="store_true", help="every failed line item")
+    sub = command("replay", "process a stored delivery again, verified with the current config",
+                  description="Process a stored delivery again (one rejected while a secret "
+                              "was misconfigured, say), verified against the current config.")
+    sub.add_argument("delivery_id", type=int)
+    sub = command("check-config", "validate the config; --online also checks the LMS")
+    sub.add_argument("--online", action="store_true",
+                     help="fetch a token and probe the bulk enrollment view")
+    sub = command("prune", "remove raw bodies and headers of old finished deliveries")
+    sub.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    commands.add_parser("settings", help="list every setting, its default and its variable")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.command == "settings":
         print(config_mod.describe())
         return 0
@@ -80,25 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as e:
         print(f"edx-hooks: config: {e}", file=sys.stderr)
         return 2
-    if args.command == "retry":
-        return asyncio.run(_retry(cfg, args))
-    logs.setup(cfg.logging.level)
-    return asyncio.run(_serve(cfg))
-
-
-async def _retry(cfg, args: argparse.Namespace) -> int:
-    from .store import Store
-
-    store = Store(cfg.database.url, cfg.database.sqlite_synchronous)
-    await store.start()
     try:
-        ids = await store.retry_failed(args.item, args.order)
-    finally:
-        await store.close()
-    if not ids:
-        print("no failed line item matched: nothing to retry")
+        if args.command == "serve":
+            logs.setup(cfg.logging)
+            return asyncio.run(_serve(cfg, args))
+        if args.command == "check-config":
+            return asyncio.run(_check(cfg, args))
+        handler = {"orders": _orders, "order": _order, "retry": _retry, "replay": _replay,
+                   "prune": _prune}[args.command]
+        return asyncio.run(_with_store(handler, cfg, args))
+    except Failure as e:
+        print(f"edx-hooks: {e}", file=sys.stderr)
         return 1
-    print(f"{len(ids)} line item(s) set pending again: {', '.join(map(str, ids))}")
-    print(f"the running service picks them up within {cfg.retry.sweep_seconds:g} s "
-          "(retry.sweep_seconds), a stopped one at its next start")
-    return 0

@@ -107,6 +107,17 @@ def _source_url(value: Any) -> str:
     return value
 
 
+def _syslog_address(value: Any) -> str:
+    value = _nonempty(value)
+    if value.startswith("/"):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be a socket path such as /dev/log, or host:port such as "
+                         "logs.example.org:514")
+    return value
+
+
 def _shop_domain(value: Any) -> str:
     value = _nonempty(value).lower()
     if "/" in value or ":" in value or " " in value:
@@ -185,7 +196,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retry", "sweep_seconds", _number(0.1, 3600), 60.0,
             "how often pending items without a job (e.g. retried with the CLI) are picked up"),
     Setting("logging", "level", _choice("debug", "info", "warning", "error"), "info",
-            "log level"),
+            "log level (learner emails appear only at debug)"),
+    Setting("logging", "format", _choice("text", "json"), "text",
+            "text: event=... key=value lines; json: one JSON object per line"),
+    Setting("logging", "syslog", _boolean, False,
+            "log to syslog (facility local0) instead of stderr"),
+    Setting("logging", "syslog_address", _syslog_address, "/dev/log",
+            "syslog socket path, or host:port for UDP"),
     Setting("shopify", "shop_domain", _shop_domain, REQUIRED,
             "the shop's *.myshopify.com domain"),
     Setting("shopify", "secret", _secret, REQUIRED, "the webhook signing secret"),

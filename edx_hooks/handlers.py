@@ -17,7 +17,7 @@ from typing import Any
 
 from tornado import web
 
-from .logs import quoted
+from . import logs
 from .store import NewDelivery, Recorded, Store, utcnow
 from .storefronts import Outcome, rejected
 
@@ -143,7 +143,7 @@ class DeliveryHandler(web.RequestHandler):
             recorded = await self.store.record(delivery, outcome.order)
         except Exception:
             # Not stored means not accepted: the shop will deliver it again.
-            log.error("event=delivery.unstored provider=%s status=503", self.provider)
+            logs.event(log, logs.ERROR, "delivery.unstored", provider=self.provider, status=503)
             self._answer(503, "storage-unavailable", None)
             return
         self._log_outcome(outcome, recorded)
@@ -151,27 +151,26 @@ class DeliveryHandler(web.RequestHandler):
 
     def _log_outcome(self, outcome: Outcome, recorded: Recorded) -> None:
         """One line per delivery, and one per line item that failed on arrival."""
+        delivery = {"provider": self.provider, "delivery": recorded.delivery_id}
         for warning in outcome.warnings:
-            log.warning("event=delivery.warning provider=%s delivery=%d message=%s",
-                        self.provider, recorded.delivery_id, quoted(warning))
-        extra = "".join(f" {k}={quoted(v)}" for k, v in outcome.extra.items())
+            logs.event(log, logs.WARNING, "delivery.warning", **delivery, message=warning)
         if outcome.event:  # e.g. a ping: who sent it matters
-            log.info("event=%s provider=%s delivery=%d%s ip=%s agent=%s", outcome.event,
-                     self.provider, recorded.delivery_id, extra, self.request.remote_ip,
-                     quoted(self.request.headers.get("User-Agent", "")[:200]))
+            logs.event(log, logs.INFO, outcome.event, **delivery, **outcome.extra,
+                       ip=self.request.remote_ip,
+                       agent=self.request.headers.get("User-Agent", "")[:200])
         elif outcome.status < 300:
-            log.info("event=delivery.accepted provider=%s delivery=%d shop=%s order=%s "
-                     "new_items=%d failed_items=%d repeat=%s%s",
-                     self.provider, recorded.delivery_id, outcome.shop, recorded.order_id,
-                     len(recorded.new_pending), len(recorded.new_failed),
-                     str(recorded.order_existed).lower(), extra)
+            order = outcome.order.external_id if outcome.order else None
+            logs.event(log, logs.INFO, "delivery.accepted", **delivery, shop=outcome.shop,
+                       order=order, new_items=len(recorded.new_pending),
+                       failed_items=len(recorded.new_failed), repeat=recorded.order_existed,
+                       **outcome.extra)
+            for item_id, reason in recorded.new_failed:
+                logs.event(log, logs.ERROR, "item.failed", provider=self.provider, order=order,
+                           item=item_id, attempt=0, reason=reason)
         else:
-            log.warning("event=delivery.rejected provider=%s delivery=%d status=%d reason=%s "
-                        "ip=%s%s", self.provider, recorded.delivery_id, outcome.status,
-                        outcome.reason, self.request.remote_ip, extra)
-        for item_id, reason in recorded.new_failed:
-            log.error("event=item.failed order=%s item=%d attempt=0 reason=%s",
-                      recorded.order_id, item_id, quoted(reason))
+            logs.event(log, logs.WARNING, "delivery.rejected", **delivery,
+                       status=outcome.status, reason=outcome.reason, shop=outcome.shop,
+                       ip=self.request.remote_ip, **outcome.extra)
 
     def _answer(self, status: int, reason: str, delivery_id: int | None) -> None:
         self.set_status(status)
@@ -188,5 +187,32 @@ class DeliveryHandler(web.RequestHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, web.HTTPError):
             return
-        log.error("event=request.error provider=%s path=%s", self.provider, self.request.path,
+        logs.event(log, logs.ERROR, "request.error", provider=self.provider, path=self.request.path,
                   exc_info=(typ, value, tb))
+
+
+class HealthHandler(web.RequestHandler):
+    """``GET /healthz``: 200 with counts, or 503 when the database cannot be
+    written. No personal data. Outside ``/webhooks/``, so the nginx include
+    does not expose it."""
+
+    def initialize(self, store: Store) -> None:
+        self.store = store
+
+    async def get(self) -> None:
+        status, code = "ok", 200
+        try:
+            await asyncio.wait_for(self.store.check_writable(), 5)
+        except Exception:
+            status, code = "database-unwritable", 503
+        try:
+            counts = await asyncio.wait_for(self.store.health(), 5)
+        except Exception:
+            status, code, counts = "database-unreadable", 503, {}
+        self.set_status(code)
+        self.set_header("Cache-Control", "no-store")
+        self.finish({"status": status, **counts})
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        logs.event(log, logs.ERROR, "request.error", path=self.request.path,
+                   exc_info=(typ, value, tb))

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from . import logs
 from . import scheduler as sched
 from .lms import LMSClient, PermanentError, Throttled, TransientError
-from .logs import quoted
 from .store import PENDING, Store, utcnow
 
 log = logging.getLogger("edx_hooks.jobs")
@@ -77,7 +77,7 @@ async def enroll_items(item_ids: list[int]) -> None:
             rt.running.discard(left.pop(0))
     except asyncio.CancelledError:
         # Stopping: these items stay pending and are resumed at the next start.
-        log.warning("event=items.interrupted items=%s", ",".join(map(str, left)))
+        logs.event(log, logs.WARNING, "items.interrupted", items=",".join(map(str, left)))
     finally:
         rt.running.difference_update(left)
         if task is not None:
@@ -91,7 +91,9 @@ async def _attempt(rt: Runtime, item_id: int) -> None:
     item = await rt.store.item_for_job(item_id)
     if item is None or item["state"] != PENDING:
         return
-    ids = f"order={item['order_id']} item={item_id}"
+    ids = {"provider": item["provider"], "order": item["order_external_id"], "item": item_id}
+    logs.event(log, logs.DEBUG, "item.attempt", **ids, attempt=item["attempts"] + 1,
+               email=item["email"], sku=item["sku"])
     attempt = item["attempts"] + 1
     course = item["course_id"]
     try:
@@ -105,34 +107,34 @@ async def _attempt(rt: Runtime, item_id: int) -> None:
         when = utcnow() + dt.timedelta(seconds=e.retry_after)
         await rt.store.mark_retry(item_id, item["attempts"], str(e), when)
         sched.schedule_retry(rt.scheduler, item_id, when)
-        log.warning("event=item.throttled %s retry_after=%.0f", ids, e.retry_after)
+        logs.event(log, logs.WARNING, "item.throttled", **ids, retry_after=round(e.retry_after))
     except PermanentError as e:
         await _fail(rt, item_id, ids, attempt, str(e))
     except TransientError as e:
         await _transient(rt, item_id, ids, attempt, str(e))
     except Exception as e:  # a bug must leave a visible trace, not a stuck item
-        log.exception("event=item.error %s attempt=%d", ids, attempt)
+        logs.event(log, logs.ERROR, "item.error", **ids, attempt=attempt, exc_info=True)
         await _transient(rt, item_id, ids, attempt, f"internal error: {type(e).__name__}")
     else:
         await rt.store.mark_enrolled(item_id, attempt)
-        log.info("event=item.enrolled %s course=%s attempt=%d result=%s",
-                 ids, course, attempt, result)
+        logs.event(log, logs.INFO, "item.enrolled", **ids, course=course, attempt=attempt,
+                   result=result)
 
 
-async def _transient(rt: Runtime, item_id: int, ids: str, attempt: int, reason: str) -> None:
+async def _transient(rt: Runtime, item_id: int, ids: dict, attempt: int, reason: str) -> None:
     if attempt >= rt.attempts:
         await _fail(rt, item_id, ids, attempt, f"{reason} (after {attempt} attempts)")
         return
     when = utcnow() + dt.timedelta(seconds=rt.delay_seconds)
     await rt.store.mark_retry(item_id, attempt, reason, when)
     sched.schedule_retry(rt.scheduler, item_id, when)
-    log.warning("event=item.retry %s attempt=%d next_in=%.0f reason=%s",
-                ids, attempt, rt.delay_seconds, quoted(reason))
+    logs.event(log, logs.WARNING, "item.retry", **ids, attempt=attempt,
+               next_in=round(rt.delay_seconds), reason=reason)
 
 
-async def _fail(rt: Runtime, item_id: int, ids: str, attempt: int, reason: str) -> None:
+async def _fail(rt: Runtime, item_id: int, ids: dict, attempt: int, reason: str) -> None:
     await rt.store.mark_failed(item_id, attempt, reason)
-    log.error("event=item.failed %s attempt=%d reason=%s", ids, attempt, quoted(reason))
+    logs.event(log, logs.ERROR, "item.failed", **ids, attempt=attempt, reason=reason)
 
 
 def _reason(item: dict) -> str:

@@ -25,6 +25,8 @@ from typing import Any
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.iostream import StreamClosedError
 
+from . import logs
+
 log = logging.getLogger("edx_hooks.lms")
 
 BULK_ENROLL_PATH = "/api/bulk_enroll/v1/bulk_enroll"  # no trailing slash: newer LMSes 404 on it
@@ -183,7 +185,7 @@ class LMSClient:
                 raise TransientError("LMS token endpoint answered 200 without a token") from None
             self._token = token
             self._token_expires = time.monotonic() + max(0.0, expires_in - TOKEN_MARGIN_SECONDS)
-            log.info("event=lms.token expires_in=%d", expires_in)
+            logs.event(log, logs.INFO, "lms.token", expires_in=int(expires_in))
             return token
 
     # -- SKU lookup
@@ -246,7 +248,7 @@ class LMSClient:
                          "Accept": "application/json"})
             if response.code != 401:
                 break
-            log.info("event=lms.unauthorized action=refresh-token")
+            logs.event(log, logs.INFO, "lms.unauthorized", action="refresh-token")
         code = response.code
         if code == 200:
             return response
@@ -300,3 +302,55 @@ def _enroll_result(response: HTTPResponse, course_id: str, email_address: str) -
         if after.get("allowed"):
             return "allowed"
     raise PermanentError("bulk_enroll answered 200 but did not confirm the enrollment")
+
+
+async def probe(settings: Any) -> list[tuple[bool, str]]:
+    """Check the LMS set-up the way an operator would, and say what was found.
+
+    Fetches a token; asks the bulk enrollment view without one (401 means it
+    is on, 404 that ENABLE_BULK_ENROLLMENT_VIEW is off or the URL is wrong);
+    then with the token and an empty request (400 means the client's user may
+    enroll, 403 that it is not global staff).
+    """
+    client = LMSClient(settings.base_url, settings.client_id, settings.client_secret,
+                       timeout=settings.timeout_seconds, max_calls_per_minute=0)
+    found: list[tuple[bool, str]] = []
+    try:
+        try:
+            await client.token()
+            found.append((True, f"token: the LMS at {client.base_url} issued a JWT to "
+                                f"client {settings.client_id}"))
+        except LMSError as e:
+            found.append((False, f"token: {e}"))
+        url = client.base_url + BULK_ENROLL_PATH
+        try:
+            anonymous = await client._fetch(url, method="POST", body="")
+        except LMSError as e:
+            found.append((False, f"bulk enrollment view: {e}"))
+            return found
+        if anonymous.code == 401:
+            found.append((True, "bulk enrollment view: on (401 without a token)"))
+        elif anonymous.code == 404:
+            found.append((False, "bulk enrollment view: not found (404): set "
+                                 "ENABLE_BULK_ENROLLMENT_VIEW: true in the LMS settings, or "
+                                 "check lms.base_url"))
+            return found
+        else:
+            found.append((False, f"bulk enrollment view: answered {anonymous.code} without a "
+                                 "token (expected 401)"))
+        if client._token:
+            answer = await client._fetch(url, method="POST", body="", headers={
+                "Authorization": f"JWT {client._token}",
+                "Content-Type": "application/x-www-form-urlencoded"})
+            if answer.code == 403:
+                found.append((False, "permission: the OAuth2 application's user is not global "
+                                     "staff (403)"))
+            elif answer.code in (200, 400):
+                found.append((True, f"permission: the client's user may enroll learners "
+                                    f"({answer.code} to an empty request)"))
+            else:
+                found.append((False, f"permission: answered {answer.code} to an empty "
+                                     "request with the token"))
+    finally:
+        client.close()
+    return found

@@ -1,31 +1,98 @@
-"""Logging: one ``key=value`` line per state change, for people and monitors.
+"""Logging: one line per state change, for people and monitors.
 
-Every line carries a stable ``event=`` name and the ids that find the order.
-Secrets, signatures and tokens are never logged.
+Every event has a stable name and the ids that find the order:
+``event=item.failed provider=shopify order=5001 item=9 attempt=3 reason="..."``
+as text, or the same fields as one JSON object per line. To stderr (journald
+under systemd) or to syslog. Secrets, signatures and tokens are never passed
+to it; learner emails only at debug.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
+import logging.handlers
+import socket
 import sys
+from types import SimpleNamespace
+from typing import Any
+
+DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 
 
-def setup(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # Each delivery and each job logs its own event line; the per-request
-    # access line and APScheduler's per-run chatter add only noise and cost.
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+def event(logger: logging.Logger, level: int, name: str, /, exc_info: Any = False,
+          **fields: Any) -> None:
+    """Log the event ``name`` with ``fields`` (rendered by the configured format)."""
+    if logger.isEnabledFor(level):
+        logger.log(level, "%s", _Text(name, fields), exc_info=exc_info,
+                   extra={"event": name, "fields": fields})
 
 
-def quoted(text: object) -> str:
+class _Text:
+    """``event=name k=v ...``, built only if the line is written."""
+
+    __slots__ = ("name", "fields")
+
+    def __init__(self, name: str, fields: dict[str, Any]):
+        self.name, self.fields = name, fields
+
+    def __str__(self) -> str:
+        return f"event={self.name}" + "".join(f" {k}={quoted(v)}"
+                                              for k, v in self.fields.items())
+
+
+def quoted(value: object) -> str:
     """A value for a ``key=value`` line, quoted when it has spaces or quotes."""
-    text = str(text)
+    text = "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
     if text and text.isprintable() and not any(c in text for c in ' "=\\'):
         return text
     text = "".join(c if c.isprintable() else " " for c in text)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, event and its fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC)
+                      .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(), "logger": record.name}
+        if hasattr(record, "event"):
+            line["event"] = record.event
+            line.update({k: v for k, v in record.fields.items() if k not in line})
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def _syslog_address(address: str) -> str | tuple[str, int]:
+    """``/dev/log`` (a socket path) or ``host:port`` (UDP)."""
+    if address.startswith("/"):
+        return address
+    host, _, port = address.rpartition(":")
+    return host or "localhost", int(port or 514)
+
+
+def setup(settings: SimpleNamespace) -> None:
+    """Send the logs where ``[logging]`` says, in its format, at its level."""
+    if settings.syslog:
+        handler: logging.Handler = logging.handlers.SysLogHandler(
+            address=_syslog_address(settings.syslog_address),
+            facility=logging.handlers.SysLogHandler.LOG_LOCAL0, socktype=socket.SOCK_DGRAM)
+        text_format = "edx-hooks[%(process)d]: %(levelname)s %(name)s %(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        text_format = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    handler.setFormatter(JSONFormatter() if settings.format == "json"
+                         else logging.Formatter(text_format))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.level.upper())
+    # Each delivery and each job logs its own event line; the per-request
+    # access line and APScheduler's per-run chatter add only noise and cost.
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

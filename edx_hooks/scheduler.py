@@ -26,6 +26,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from . import logs
 from .store import Store, utcnow
 
 log = logging.getLogger("edx_hooks.scheduler")
@@ -176,7 +177,7 @@ def start_sweep(store: Store, scheduler: AsyncIOScheduler, seconds: float,
     async def sweep() -> None:
         restored = await resume(store, scheduler, busy)
         if restored:
-            log.warning("event=scheduler.resumed items=%d", restored)
+            logs.event(log, logs.WARNING, "scheduler.resumed", items=restored)
 
     scheduler.add_job(sweep, "interval", seconds=seconds, id="sweep",
                       jobstore="memory", replace_existing=True)

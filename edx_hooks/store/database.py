@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from .. import logs
 from .schema import (
     ENROLLED,
     FAILED,
@@ -139,7 +140,8 @@ class Store:
                 results = await conn.run_sync(run)
         except Exception:
             if len(writes) == 1:
-                log.exception("event=store.write_failed op=%s", writes[0].op.__name__)
+                logs.event(log, logs.ERROR, "store.write_failed", op=writes[0].op.__name__,
+                           exc_info=True)
                 if not writes[0].future.done():
                     writes[0].future.set_exception(RuntimeError("database write failed"))
                 return
@@ -154,7 +156,7 @@ class Store:
             except Exception:
                 # Committed all the same: the scheduler's sweep gives these
                 # items their job.
-                log.exception("event=schedule.failed items=%d", len(pending))
+                logs.event(log, logs.ERROR, "schedule.failed", items=len(pending), exc_info=True)
         for w, result in results:
             if not w.future.done():
                 w.future.set_result(result)

@@ -93,3 +93,9 @@ def make_item(item_id: str, sku: Any, email: Any, email_hint: str) -> NewItem:
         else:
             item.failure = "SKU starts with course-v1: but is not a valid course id"
     return item
+
+
+def by_provider(name: str) -> Any:
+    """The storefront module for a provider name, or None."""
+    from . import shopify, woocommerce
+    return {"shopify": shopify, "woocommerce": woocommerce}.get(name)
