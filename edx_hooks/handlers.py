@@ -23,6 +23,9 @@ from .storefronts import Outcome, rejected
 
 log = logging.getLogger("edx_hooks.handlers")
 
+#: How long the health check waits for the database before answering 503.
+HEALTH_TIMEOUT = 2.0
+
 #: How much of a rejected body is held in memory while it streams in.
 REJECTED_BODY_KEEP = 64 * 1024
 
@@ -202,11 +205,11 @@ class HealthHandler(web.RequestHandler):
     async def get(self) -> None:
         status, code = "ok", 200
         try:
-            await asyncio.wait_for(self.store.check_writable(), 5)
+            await asyncio.wait_for(self.store.check_writable(), HEALTH_TIMEOUT)
         except Exception:
             status, code = "database-unwritable", 503
         try:
-            counts = await asyncio.wait_for(self.store.health(), 5)
+            counts = await asyncio.wait_for(self.store.health(), HEALTH_TIMEOUT)
         except Exception:
             status, code, counts = "database-unreadable", 503, {}
         self.set_status(code)

@@ -82,6 +82,11 @@ def _retry_after(response: HTTPResponse, default: float = 60.0) -> float:
         return default
 
 
+def _drop_outcome(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _summary(response: HTTPResponse, limit: int = 200) -> str:
     """A short, single-line excerpt of an LMS answer for the recorded reason."""
     body = (response.body or b"")[:limit].decode("utf-8", "replace")
@@ -146,7 +151,12 @@ class LMSClient:
                               follow_redirects=False, **kwargs)
         try:
             async with self._slots:
-                return await self._http.fetch(request, raise_error=False)
+                # Shielded: a job interrupted at shutdown must not cancel
+                # Tornado's own future, which then logs a traceback when the
+                # client closes; its outcome is read and dropped instead.
+                future = self._http.fetch(request, raise_error=False)
+                future.add_done_callback(_drop_outcome)
+                return await asyncio.shield(future)
         except HTTPClientError as e:  # 599: timeout or closed connection
             raise TransientError(f"LMS unreachable: {e.message or e}") from None
         except (OSError, StreamClosedError) as e:

@@ -78,7 +78,8 @@ class Harness:
                 sections[section] = None
             else:
                 sections[section] = {**(sections.get(section) or {}), **values}
-        cfg = config.load(str(write_config(self.tmp_path / "edx-hooks.toml", sections)), {})
+        self.config_path = write_config(self.tmp_path / "edx-hooks.toml", sections)
+        cfg = config.load(str(self.config_path), {})
         self.service = Service(cfg)
         sock, port = bind_unused_port()
         await self.service.start(sock)
@@ -134,6 +135,16 @@ class Harness:
         return await self.request(path, body=body, headers={k: v for k, v in sent.items()
                                                              if v is not None})
 
+    async def cli(self, *args: str, config: bool = True) -> tuple[int, str, str]:
+        """Run ``edx-hooks ARGS --config <this config>`` as an operator would,
+        without blocking the service running in this process."""
+        extra = ["--config", str(self.config_path)] if config else []
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edx_hooks", *args, *extra,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode(), err.decode()
+
     def db(self, query: str, *args: Any) -> list[tuple]:
         """Read the service's SQLite file directly, as an operator would."""
         with sqlite3.connect(self.db_path) as conn:
@@ -184,7 +195,7 @@ class ServeProcess:
         # Drain stderr continuously: a full pipe would block the service.
         while line := await proc.stderr.readline():
             self.log.append(line.decode(errors="replace"))
-            if "event=service.started" in self.log[-1] and not started.done():
+            if "service.started" in self.log[-1] and not started.done():
                 started.set_result(None)
         if not started.done():
             started.set_exception(AssertionError("serve ended:\n" + "".join(self.log)))

@@ -260,7 +260,7 @@ async def run_scenario(name: str, requests: int, concurrency: int, items: int,
     try:
         if lms_up:
             await lms.start("stand-in LMS on")
-        await service.start("event=service.started")
+        await service.start("service.started")
         cpu_before = service.cpu_seconds()
         report = await send_all(port, payloads, concurrency)
         report["service_cpu_share"] = (service.cpu_seconds() - cpu_before) / report["seconds"]
