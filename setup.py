@@ -18,7 +18,7 @@ setup(
     ],
     extras_require={
         # pytest-tornado 0.8.1 imports pkg_resources, which setuptools 82 removed
-        "test": ["pytest>=8", "pytest-tornado>=0.8.1", "setuptools<82"],
+        "test": ["pytest>=8", "pytest-tornado>=0.8.1", "setuptools<82", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["edx-hooks = edx_hooks.cli:main"]},
     classifiers=[

@@ -8,6 +8,7 @@ job per line item → ``jobs`` enrolls it through ``lms``.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ from . import jobs, logs
 from . import scheduler as sched
 from .handlers import DeliveryHandler, HealthHandler, Inflight
 from .lms import LMSClient
-from .store import Store
+from .store import Store, utcnow
 from .storefronts import shopify, woocommerce
 
 log = logging.getLogger("edx_hooks.app")
@@ -56,7 +57,8 @@ class Service:
 
     def make_app(self) -> web.Application:
         common = dict(store=self.store, inflight=self.inflight,
-                      max_body_size=self.cfg.server.max_body_size)
+                      max_body_size=self.cfg.server.max_body_size,
+                      rejected_body_keep=self.cfg.retention.rejected_body_bytes)
         routes = []
         for path, section, module in ROUTES:
             settings = getattr(self.cfg, section)
@@ -85,12 +87,17 @@ class Service:
         resumed = await sched.resume(self.store, self.scheduler)
         sched.start_sweep(self.store, self.scheduler, self.cfg.retry.sweep_seconds,
                           busy=runtime.running)
+        self.scheduler.add_job(self.apply_retention, "interval", hours=1, id="retention",
+                               jobstore="memory", replace_existing=True,
+                               next_run_time=dt.datetime.now(dt.UTC))
         self.scheduler.resume()
         limit = self.cfg.server.max_body_size
         self.server = HTTPServer(self.make_app(), xheaders=self.cfg.server.xheaders,
                                  # our own limit answers 413; Tornado's is only a backstop
                                  max_body_size=max(4 * limit, 100 * 1024 * 1024),
-                                 idle_connection_timeout=60, body_timeout=60)
+                                 # slow clients (slowloris) are cut off
+                                 idle_connection_timeout=self.cfg.server.client_timeout_seconds,
+                                 body_timeout=self.cfg.server.client_timeout_seconds)
         if sock is None:
             self.server.listen(self.cfg.server.port, self.cfg.server.address)
             self.port = self.cfg.server.port
@@ -101,6 +108,14 @@ class Service:
                    port=self.port, database=_safe_url(self.cfg.database.url),
                    storefronts=",".join(self.cfg.storefronts) or "none",
                    resumed_items=resumed)
+
+    async def apply_retention(self) -> int:
+        """Delete rejected deliveries older than ``retention.rejected_days``."""
+        days = self.cfg.retention.rejected_days
+        deleted = await self.store.delete_rejected(utcnow() - dt.timedelta(days=days))
+        if deleted:
+            logs.event(log, logs.INFO, "retention.pruned", deliveries=deleted, days=days)
+        return deleted
 
     async def stop(self) -> None:
         """Stop taking requests, let those under way finish, keep every job."""

@@ -28,6 +28,10 @@ async def _serve(cfg: Any, args: argparse.Namespace) -> int:
 
     from .app import Service
 
+    if config_mod.readable_by_others(cfg):
+        logs.event(log, logs.WARNING, "config.readable", path=cfg.path,
+                   secrets=",".join(cfg.secrets_in_file),
+                   fix=f"chmod 600 {cfg.path}, or set the secrets as EDX_HOOKS_* variables")
     service = Service(cfg)
     try:
         await service.start()
@@ -166,7 +170,7 @@ async def _replay(store: Any, cfg: Any, args: argparse.Namespace) -> int:
     replay = NewDelivery(
         provider=original["provider"], endpoint=f"REPLAY {original['endpoint']}"[:200],
         received_at=utcnow(), client_ip=original["client_ip"], headers=headers,
-        body=original["body"], status=outcome.status,
+        body=original["body"], body_size=original["body_size"], status=outcome.status,
         reason=f"{outcome.reason} (replay of {args.delivery_id})", shop=outcome.shop)
     recorded = await store.record(replay, outcome.order)
     print(f"delivery {args.delivery_id} replayed as delivery {recorded.delivery_id}: "
@@ -290,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.command == "serve":
+            # The database, its WAL and the job store: readable by the
+            # service's user only (they hold orders and learner emails).
+            os.umask(0o077)
             logs.setup(cfg.logging)
             return asyncio.run(_serve(cfg, args))
         if args.command == "check-config":

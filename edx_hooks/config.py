@@ -171,6 +171,12 @@ SETTINGS: tuple[Setting, ...] = (
             "trust X-Real-IP / X-Forwarded-For (turn on behind nginx, off otherwise)"),
     Setting("server", "max_body_size", _integer(1024, 256 * 1024 * 1024), 2 * 1024 * 1024,
             "largest accepted request body in bytes; larger ones get 413"),
+    Setting("server", "client_timeout_seconds", _number(1, 3600), 10.0,
+            "a client sending its headers or body slower than this is cut off"),
+    Setting("retention", "rejected_days", _number(0.01, 36500), 30.0,
+            "rejected deliveries are deleted after this many days"),
+    Setting("retention", "rejected_body_bytes", _integer(0, 16 * 1024 * 1024), 65536,
+            "how much of a rejected delivery's body is kept"),
     Setting("database", "url", _database_url, "sqlite+aiosqlite:///edx-hooks.db",
             "SQLAlchemy async URL of the database"),
     Setting("database", "jobs_url", _text, "",
@@ -261,6 +267,7 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> SimpleNa
                     f"unknown environment variable {name}: unset it or fix its spelling")
 
     sections: dict[str, SimpleNamespace | None] = {}
+    secrets_in_file: list[str] = []
     for section in SECTIONS:
         members = [s for s in SETTINGS if s.section == section]
         present = section in data or any(s.env in environ for s in members)
@@ -273,6 +280,8 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> SimpleNa
                 raw, origin = environ[s.env], s.env
             elif s.key in data.get(section, {}):
                 raw, origin = data[section][s.key], s.name
+                if s.parse is _secret:
+                    secrets_in_file.append(s.name)
             elif s.default is REQUIRED:
                 raise ConfigError(f"{s.name} is required ({s.help}): {_fix_hint(s)}")
             else:
@@ -289,7 +298,19 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> SimpleNa
     cfg = SimpleNamespace(**sections)
     cfg.database.jobs_url = cfg.database.jobs_url or jobs_url_for(cfg.database.url)
     cfg.storefronts = [name for name in OPTIONAL_SECTIONS if sections[name] is not None]
+    cfg.path = path
+    cfg.secrets_in_file = secrets_in_file
     return cfg
+
+
+def readable_by_others(cfg: SimpleNamespace) -> bool:
+    """Whether the config file holds a secret and anyone on the machine can read it."""
+    if not cfg.path or not cfg.secrets_in_file:
+        return False
+    try:
+        return bool(os.stat(cfg.path).st_mode & 0o004)
+    except OSError:
+        return False
 
 
 def jobs_url_for(url: str) -> str:

@@ -26,8 +26,6 @@ log = logging.getLogger("edx_hooks.handlers")
 #: How long the health check waits for the database before answering 503.
 HEALTH_TIMEOUT = 2.0
 
-#: How much of a rejected body is held in memory while it streams in.
-REJECTED_BODY_KEEP = 64 * 1024
 
 
 class Inflight:
@@ -59,7 +57,8 @@ class Inflight:
 class DeliveryHandler(web.RequestHandler):
     """Stores every request it answers. Subclasses say how to judge a POST."""
 
-    def initialize(self, store: Store, max_body_size: int, inflight: Inflight,
+    def initialize(self, store: Store, max_body_size: int, rejected_body_keep: int,
+                   inflight: Inflight,
                    storefront: ModuleType | None = None,
                    settings: SimpleNamespace | None = None,
                    not_found: str = "unknown-endpoint") -> None:
@@ -68,7 +67,9 @@ class DeliveryHandler(web.RequestHandler):
         self.store = store
         self.inflight = inflight
         self.counted = False
+        self.concluding = False
         self.max_body_size = max_body_size
+        self.rejected_body_keep = rejected_body_keep
         self.storefront = storefront
         self.storefront_settings = settings
         self.not_found = not_found
@@ -79,22 +80,23 @@ class DeliveryHandler(web.RequestHandler):
         self.counted = True
         self.received_at = utcnow()
         self.chunks: list[bytes] = []
-        self.size = 0
+        self.size = self.held = 0
         self.too_large = False
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_body_size:
             # Refused before reading it; Tornado closes the connection after.
+            self.size = int(declared)
             return self.conclude(rejected(413, "body-too-large"))
         return None
 
     def data_received(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.max_body_size:
-            self.too_large = True
-        keep = REJECTED_BODY_KEEP if self.too_large else self.max_body_size
-        held = sum(map(len, self.chunks))
-        if held < keep:
-            self.chunks.append(chunk[:keep - held])
+            self.too_large = True  # what follows is only counted
+        keep = self.rejected_body_keep if self.too_large else self.max_body_size
+        if self.held < keep:
+            self.chunks.append(chunk[:keep - self.held])
+            self.held += len(self.chunks[-1])
 
     @property
     def body(self) -> bytes:
@@ -106,8 +108,22 @@ class DeliveryHandler(web.RequestHandler):
             self.inflight.leave()
 
     def on_connection_close(self) -> None:
+        """The client left (or was cut off by the body timeout) before its
+        request was complete: record what came, then let go."""
         super().on_connection_close()
+        if self.counted and not self._finished and not self.concluding \
+                and hasattr(self, "received_at"):
+            asyncio.ensure_future(self._record_incomplete())
         self.on_finish()
+
+    async def _record_incomplete(self) -> None:
+        try:
+            recorded = await self.store.record(self._delivery(rejected(408, "incomplete-request")))
+        except Exception:
+            return
+        logs.event(log, logs.WARNING, "delivery.rejected", provider=self.provider,
+                   delivery=recorded.delivery_id, status=408, reason="incomplete-request",
+                   ip=self.request.remote_ip)
 
     # -- methods
 
@@ -134,16 +150,9 @@ class DeliveryHandler(web.RequestHandler):
     async def conclude(self, outcome: Outcome) -> None:
         """Store the delivery (and its order), then answer. The store schedules
         the order's new line items before the commit is acknowledged."""
-        headers = {name: value for name, value in self.request.headers.get_all()}
-        delivery = NewDelivery(
-            provider=self.provider, endpoint=f"{self.request.method} {self.request.path}"[:200],
-            received_at=self.received_at, client_ip=self.request.remote_ip,
-            headers=headers, body=self.body, status=outcome.status, reason=outcome.reason,
-            shop=outcome.shop)
-        if outcome.status == 413:
-            delivery.body = delivery.body[:REJECTED_BODY_KEEP]
+        self.concluding = True
         try:
-            recorded = await self.store.record(delivery, outcome.order)
+            recorded = await self.store.record(self._delivery(outcome), outcome.order)
         except Exception:
             # Not stored means not accepted: the shop will deliver it again.
             logs.event(log, logs.ERROR, "delivery.unstored", provider=self.provider, status=503)
@@ -151,6 +160,19 @@ class DeliveryHandler(web.RequestHandler):
             return
         self._log_outcome(outcome, recorded)
         self._answer(outcome.status, outcome.reason, recorded.delivery_id)
+
+    def _delivery(self, outcome: Outcome) -> NewDelivery:
+        """The delivery as stored: all of an accepted body; of a rejected one,
+        only the first ``retention.rejected_body_bytes`` (enough to diagnose
+        it and, for most orders, to replay it; not enough for a flood to fill
+        the disk)."""
+        body = self.body if outcome.status < 300 else self.body[:self.rejected_body_keep]
+        headers = {name: value[:1000] for name, value in self.request.headers.get_all()}
+        return NewDelivery(
+            provider=self.provider, endpoint=f"{self.request.method} {self.request.path}"[:200],
+            received_at=self.received_at, client_ip=self.request.remote_ip,
+            headers=headers, body=body, body_size=self.size, status=outcome.status,
+            reason=outcome.reason, shop=outcome.shop)
 
     def _log_outcome(self, outcome: Outcome, recorded: Recorded) -> None:
         """One line per delivery, and one per line item that failed on arrival."""

@@ -207,7 +207,10 @@ class LMSClient:
         page with the course id left only in a query string. The lookup never
         leaves the LMS's host.
         """
-        url = f"{self.base_url}/{self.sku_prefix}{urllib.parse.quote(sku, safe='-._~')}"
+        quoted = urllib.parse.quote(sku, safe="-._~")
+        if quoted in (".", ".."):  # a dot-segment would climb out of the SKU prefix
+            quoted = quoted.replace(".", "%2E")
+        url = f"{self.base_url}/{self.sku_prefix}{quoted}"
         response = await self._fetch(url, method="HEAD")
         if response.code == 429:
             raise Throttled("LMS throttled the SKU lookup (429)", _retry_after(response))

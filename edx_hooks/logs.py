@@ -94,5 +94,7 @@ def setup(settings: SimpleNamespace) -> None:
     root.setLevel(settings.level.upper())
     # Each delivery and each job logs its own event line; the per-request
     # access line and APScheduler's per-run chatter add only noise and cost.
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # The database drivers log every statement with its parameters at debug
+    # (signatures, bodies, emails): they stay at warning whatever the level.
+    for name in ("tornado.access", "apscheduler", "aiosqlite", "sqlalchemy"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -28,6 +28,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import logs
 from .store import Store, utcnow
+from .store.database import create_private
 
 log = logging.getLogger("edx_hooks.scheduler")
 
@@ -86,6 +87,8 @@ class CachedSQLAlchemyJobStore(SQLAlchemyJobStore):
 
 def create(jobs_url: str) -> AsyncIOScheduler:
     engine = sa.create_engine(jobs_url)
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        create_private(engine.url.database)
     if engine.dialect.name == "sqlite":
         # The job store only says *when* to run what the items table says must
         # run; start-up rebuilds any job it lost (see resume), so it need not

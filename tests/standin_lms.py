@@ -56,6 +56,7 @@ class StandinLMS:
         #: sku path (after the host) -> Location of its 301
         self.redirects: dict[str, str] = {}
         self.head_requests: list[str] = []
+        self.raw_head_paths: list[str] = []  # as sent, still percent-encoded
         #: learner emails with an LMS account (others get an "allowed" row)
         self.registered: set[str] = set()
         #: if set, only these course ids exist (others: 404 as up to Teak)
@@ -238,6 +239,7 @@ class _Redirects(_Base):
 
     def _redirect(self, path: str) -> None:
         self.lms.head_requests.append(path)
+        self.lms.raw_head_paths.append(self.request.path)
         location = self.lms.redirects.get(path)  # Tornado has decoded it
         if location is None:
             self.set_status(404)

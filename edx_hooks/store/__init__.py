@@ -15,7 +15,6 @@ from .schema import (
     ENROLLED,
     FAILED,
     PENDING,
-    REJECTED_BODY_KEEP,
     NewDelivery,
     NewItem,
     NewOrder,
@@ -29,7 +28,7 @@ from .schema import (
 )
 
 __all__ = [
-    "ENROLLED", "FAILED", "PENDING", "REJECTED_BODY_KEEP", "NewDelivery", "NewItem",
+    "ENROLLED", "FAILED", "PENDING", "NewDelivery", "NewItem",
     "NewOrder", "Recorded", "Store", "deliveries", "items", "metadata", "order_state",
     "orders", "utcnow",
 ]

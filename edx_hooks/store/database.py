@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from .schema import (
 )
 from .writes import (
     beat,
+    delete_rejected,
     prune,
     record_many,
     retry_failed,
@@ -39,6 +41,15 @@ from .writes import (
 )
 
 log = logging.getLogger("edx_hooks.store")
+
+
+def create_private(path: str) -> None:
+    """Create an SQLite file readable by this user only, if it does not exist
+    yet; SQLite gives its WAL and shared-memory files the same permissions."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError:
+        pass  # it exists; or it cannot be created, which opening it will report
 
 
 @dataclass
@@ -89,9 +100,32 @@ class Store:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     async def start(self) -> None:
+        path = self._write_engine.url.database
+        if self.engine.dialect.name == "sqlite" and path and path != ":memory:":
+            create_private(path)
         async with self._write_engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
+        self._restrict_files()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    def _restrict_files(self) -> None:
+        """Make an SQLite database created by an older version, or by hand,
+        readable by this user only, as a new one is."""
+        path = self._write_engine.url.database
+        if self.engine.dialect.name != "sqlite" or not path or path == ":memory:":
+            return
+        for name in (path, path + "-wal", path + "-shm"):
+            try:
+                mode = os.stat(name).st_mode & 0o777
+                if mode & 0o077:
+                    os.chmod(name, mode & 0o700)
+                    logs.event(log, logs.WARNING, "file.permissions_fixed", path=name,
+                               was=oct(mode), now=oct(mode & 0o700))
+            except FileNotFoundError:
+                continue
+            except OSError:
+                logs.event(log, logs.WARNING, "file.permissions", path=name,
+                           fix=f"chmod 600 {name}: it holds orders and learner emails")
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer, close the connections."""
@@ -194,6 +228,10 @@ class Store:
     async def prune(self, before: dt.datetime) -> int:
         """Remove the raw body and headers of finished deliveries; return how many."""
         return await self._submit(prune, before)
+
+    async def delete_rejected(self, before: dt.datetime) -> int:
+        """Delete rejected deliveries received before ``before``; return how many."""
+        return await self._submit(delete_rejected, before)
 
     async def check_writable(self) -> None:
         """Commit a write through the writer; raises if the database refuses it."""

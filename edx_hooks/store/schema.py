@@ -10,10 +10,6 @@ import sqlalchemy as sa
 
 PENDING, ENROLLED, FAILED = "pending", "enrolled", "failed"
 
-#: What is kept of a rejected delivery's body: enough to diagnose it, not
-#: enough for a flood of forgeries to fill the disk.
-REJECTED_BODY_KEEP = 64 * 1024
-
 metadata = sa.MetaData()
 
 deliveries = sa.Table(
@@ -91,6 +87,8 @@ class NewDelivery:
     client_ip: str | None
     headers: dict[str, str]
     body: bytes
+    #: the size of the body as received (``body`` may hold only its start)
+    body_size: int
     status: int
     reason: str
     shop: str | None = None

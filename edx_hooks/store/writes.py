@@ -20,7 +20,6 @@ from .schema import (
     INSERT_ORDERS,
     KNOWN_ITEMS,
     PENDING,
-    REJECTED_BODY_KEEP,
     TOUCH_ORDERS,
     UPDATE_PENDING,
     NewDelivery,
@@ -75,11 +74,10 @@ def record_many(conn: Connection,
 
     delivery_rows = []
     for d, o in requests:
-        body = d.body if d.status < 300 else d.body[:REJECTED_BODY_KEEP]
         delivery_rows.append(dict(
             provider=d.provider, endpoint=d.endpoint, received_at=d.received_at,
             client_ip=d.client_ip, headers=json.dumps(d.headers, ensure_ascii=False),
-            body=body, body_size=len(d.body), status=d.status, reason=d.reason[:200],
+            body=d.body, body_size=d.body_size, status=d.status, reason=d.reason[:200],
             shop=d.shop, order_id=order_ids[key(o)] if o is not None else None))
     delivery_ids = conn.execute(INSERT_DELIVERIES, delivery_rows).scalars().all()
 
@@ -156,6 +154,14 @@ def prune(conn: Connection, before: dt.datetime) -> int:
                           deliveries.c.order_id.not_in(unfinished)))
             .values(body=b"", headers="{}", pruned_at=utcnow()))
     return conn.execute(stmt).rowcount
+
+
+@each
+def delete_rejected(conn: Connection, before: dt.datetime) -> int:
+    """Delete rejected deliveries (they have no order) received before ``before``."""
+    return conn.execute(deliveries.delete().where(
+        deliveries.c.status >= 300, deliveries.c.order_id.is_(None),
+        deliveries.c.received_at < before)).rowcount
 
 
 @each
