@@ -25,13 +25,15 @@ from .storefronts import shopify, woocommerce
 
 log = logging.getLogger("edx_hooks.app")
 
-#: (path, storefront section, storefront module)
+#: (path, storefront section, storefront module, what the endpoint handles)
 ROUTES = (
-    (r"/webhooks/shopify/order/create/?", "shopify", shopify),
+    (r"/webhooks/shopify/order/create/?", "shopify", shopify, "order/create"),
+    (r"/webhooks/shopify/order/cancelled/?", "shopify", shopify, "order/cancelled"),
+    (r"/webhooks/shopify/refund/create/?", "shopify", shopify, "refund/create"),
     # order.created and order.updated are handled alike: a shop that enrolls
     # only on payment subscribes order.updated, others order.created.
-    (r"/webhooks/woocommerce/order/create/?", "woocommerce", woocommerce),
-    (r"/webhooks/woocommerce/order/update/?", "woocommerce", woocommerce),
+    (r"/webhooks/woocommerce/order/create/?", "woocommerce", woocommerce, "order"),
+    (r"/webhooks/woocommerce/order/update/?", "woocommerce", woocommerce, "order"),
 )
 
 #: How long stopping waits for requests and LMS calls already under way.
@@ -60,14 +62,15 @@ class Service:
                       max_body_size=self.cfg.server.max_body_size,
                       rejected_body_keep=self.cfg.retention.rejected_body_bytes)
         routes = []
-        for path, section, module in ROUTES:
+        for path, section, module, endpoint in ROUTES:
             settings = getattr(self.cfg, section)
             if settings is None:
                 routes.append((path, DeliveryHandler,
                                dict(common, not_found=f"{section}-not-configured")))
             else:
                 routes.append((path, DeliveryHandler,
-                               dict(common, storefront=module, settings=settings)))
+                               dict(common, storefront=module, settings=settings,
+                                    endpoint=endpoint)))
         routes.append((r"/healthz", HealthHandler, {"store": self.store}))
         return web.Application(routes, default_handler_class=DeliveryHandler,
                                default_handler_args=common)

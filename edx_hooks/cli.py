@@ -162,17 +162,20 @@ async def _replay(store: Any, cfg: Any, args: argparse.Namespace) -> int:
                       f"bytes of delivery {args.delivery_id} were kept: it cannot be verified")
     module = by_provider(original["provider"])
     settings = getattr(cfg, original["provider"], None) if module else None
+    endpoint = original["endpoint"].split("/webhooks/", 1)[-1].split("/", 1)[-1].rstrip("/")
     if settings is None:
         raise Failure(f"delivery {args.delivery_id} came for {original['provider']}, "
                       "which is not configured")
     headers = json.loads(original["headers"])
-    outcome = module.receive(_Headers(headers), original["body"], settings)
+    endpoint = endpoint if endpoint in getattr(module, "TOPICS", {}) else (
+        "order/create" if module.PROVIDER == "shopify" else "order")
+    outcome = module.receive(_Headers(headers), original["body"], settings, endpoint)
     replay = NewDelivery(
         provider=original["provider"], endpoint=f"REPLAY {original['endpoint']}"[:200],
         received_at=utcnow(), client_ip=original["client_ip"], headers=headers,
         body=original["body"], body_size=original["body_size"], status=outcome.status,
         reason=f"{outcome.reason} (replay of {args.delivery_id})", shop=outcome.shop)
-    recorded = await store.record(replay, outcome.order)
+    recorded = await store.record(replay, outcome.order, outcome.unenroll)
     print(f"delivery {args.delivery_id} replayed as delivery {recorded.delivery_id}: "
           f"{outcome.status} {outcome.reason}")
     if outcome.status >= 300:

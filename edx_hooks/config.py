@@ -9,6 +9,7 @@ wins over the file, so secrets can stay out of it. Any problem raises
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 import urllib.parse
@@ -87,6 +88,20 @@ def _secret(value: Any) -> str:
     if not value.strip():
         raise ValueError("must not be empty (an empty signing key is a key anyone can use)")
     return value
+
+
+def _secrets(value: Any) -> list[str]:
+    """One secret, or several (a list; in the environment a JSON array) during
+    a rotation: a delivery is genuine if any of them verifies it."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("must be a secret, or a JSON array of secrets") from None
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError("must hold at least one secret")
+    return [_secret(v) for v in values]
 
 
 def _http_url(value: Any) -> str:
@@ -211,12 +226,22 @@ SETTINGS: tuple[Setting, ...] = (
             "syslog socket path, or host:port for UDP"),
     Setting("shopify", "shop_domain", _shop_domain, REQUIRED,
             "the shop's *.myshopify.com domain"),
-    Setting("shopify", "secret", _secret, REQUIRED, "the webhook signing secret"),
+    Setting("shopify", "secret", _secrets, REQUIRED,
+            "the webhook signing secret; a list of secrets while rotating"),
+    Setting("shopify", "require_payment", _boolean, False,
+            "enroll an order only once its financial_status is paid"),
+    Setting("shopify", "accept_test_orders", _boolean, True,
+            "enroll orders Shopify marks test: true"),
+    Setting("shopify", "unenroll_on_refund", _boolean, False,
+            "unenroll the refunded or cancelled line items (destructive: off by default)"),
     Setting("woocommerce", "source", _source_url, REQUIRED,
             "the shop's home URL, as in X-WC-Webhook-Source (e.g. https://shop.example/)"),
-    Setting("woocommerce", "secret", _secret, REQUIRED, "the webhook's secret"),
+    Setting("woocommerce", "secret", _secrets, REQUIRED,
+            "the webhook's secret; a list of secrets while rotating"),
     Setting("woocommerce", "require_payment", _boolean, False,
             "answer 402 and skip orders without date_paid_gmt; enroll on a paid update"),
+    Setting("woocommerce", "unenroll_on_refund", _boolean, False,
+            "unenroll the items of a refunded or cancelled order (destructive: off by default)"),
 )
 
 #: Sections whose absence switches a storefront off.
@@ -228,79 +253,159 @@ def _fix_hint(setting: Setting) -> str:
     return f"set {setting.key} in [{setting.section}] or {setting.env}"
 
 
+def _read_file(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} not found: pass --config with an existing file") from None
+    except PermissionError:
+        raise ConfigError(
+            f"config file {path} is not readable: check its owner and mode") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not valid TOML ({e}): fix the syntax") from None
+
+
+def _tables(section: str, value: Any, path: str | None) -> list[dict[str, Any]]:
+    """A section's tables: one ``[section]``, or ``[[section]]`` for storefronts."""
+    if isinstance(value, dict):
+        tables = [value]
+    elif isinstance(value, list) and section in OPTIONAL_SECTIONS \
+            and all(isinstance(t, dict) for t in value):
+        tables = value
+    else:
+        form = f"[{section}] or [[{section}]]" if section in OPTIONAL_SECTIONS else f"[{section}]"
+        raise ConfigError(f"{section} must be written as {form}: fix it in {path}")
+    known = {s.key for s in SETTINGS if s.section == section}
+    for table in tables:
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"unknown key {section}.{key} in {path}: remove it or fix its "
+                                  f"spelling (see conf/edx-hooks.example.toml)")
+    return tables
+
+
+def _environment(environ: Mapping[str, str]) -> dict[tuple[str, int | None, str], str]:
+    """EDX_HOOKS_<SECTION>_<KEY>, and EDX_HOOKS_<STOREFRONT>_<N>_<KEY> for the
+    N-th (from 0) of several shops, keyed by (section, N or None, key)."""
+    found: dict[tuple[str, int | None, str], str] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        for section in sorted(SECTIONS, key=len, reverse=True):
+            if not rest.startswith(section + "_"):
+                continue
+            key, index = rest[len(section) + 1:], None
+            head, _, tail = key.partition("_")
+            if section in OPTIONAL_SECTIONS and head.isdigit() and tail:
+                key, index = tail, int(head)
+            if not any(s.section == section and s.key == key for s in SETTINGS):
+                raise ConfigError(
+                    f"unknown environment variable {name}: unset it or fix its spelling")
+            found[(section, index, key)] = value
+            break
+        else:
+            if any(rest.startswith(sec.split("_")[0]) for sec in SECTIONS):
+                raise ConfigError(
+                    f"unknown environment variable {name}: unset it or fix its spelling")
+    return found
+
+
 def load(path: str | None, environ: Mapping[str, str] | None = None) -> SimpleNamespace:
     """Read ``path`` (may be None) and ``environ``; return a namespace per
-    section (``None`` for a storefront that is switched off)."""
+    section. A storefront section is a list of shops (``None`` when it is
+    switched off)."""
     environ = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
-    if path:
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(
-                f"config file {path} not found: pass --config with an existing file") from None
-        except PermissionError:
-            raise ConfigError(
-                f"config file {path} is not readable: check its owner and mode") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(
-                f"config file {path} is not valid TOML ({e}): fix the syntax") from None
-
-    known = {(s.section, s.key) for s in SETTINGS}
-    for section, table in data.items():
+    data = _read_file(path)
+    for section in data:
         if section not in SECTIONS:
             raise ConfigError(f"unknown section [{section}] in {path}: remove it "
                               f"(known sections: {', '.join(SECTIONS)})")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{section} must be a [{section}] table: write it as a section")
-        for key in table:
-            if (section, key) not in known:
-                raise ConfigError(f"unknown key {section}.{key} in {path}: remove it or fix its "
-                                  f"spelling (see conf/edx-hooks.example.toml)")
+    tables = {section: _tables(section, value, path) for section, value in data.items()}
+    env = _environment(environ)
 
-    env_names = {s.env: s for s in SETTINGS}
-    for name in environ:
-        if name.startswith(ENV_PREFIX) and name not in env_names and name != ENV_PREFIX + "CONFIG":
-            if any(name.startswith(f"{ENV_PREFIX}{sec.upper()}_") for sec in SECTIONS):
-                raise ConfigError(
-                    f"unknown environment variable {name}: unset it or fix its spelling")
-
-    sections: dict[str, SimpleNamespace | None] = {}
+    sections: dict[str, Any] = {}
     secrets_in_file: list[str] = []
     for section in SECTIONS:
         members = [s for s in SETTINGS if s.section == section]
-        present = section in data or any(s.env in environ for s in members)
-        if section in OPTIONAL_SECTIONS and not present:
+        found = tables.get(section, [])
+        indexes = {i for (sec, i, _) in env if sec == section and i is not None}
+        count = max([len(found), *(i + 1 for i in indexes)], default=0)
+        if not count and any(sec == section for (sec, _, _) in env):
+            count = 1
+        if section in OPTIONAL_SECTIONS and not count:
             sections[section] = None
             continue
-        values = {}
-        for s in members:
-            if s.env in environ:
-                raw, origin = environ[s.env], s.env
-            elif s.key in data.get(section, {}):
-                raw, origin = data[section][s.key], s.name
-                if s.parse is _secret:
-                    secrets_in_file.append(s.name)
-            elif s.default is REQUIRED:
-                raise ConfigError(f"{s.name} is required ({s.help}): {_fix_hint(s)}")
-            else:
-                values[s.key] = s.default
-                continue
-            try:
-                values[s.key] = s.parse(raw)
-            except ValueError as e:
-                shown = "<hidden>" if "secret" in s.key else repr(raw)
-                where = "" if origin == s.name else f" (from {origin})"
-                raise ConfigError(f"{s.name} = {shown}{where} {e}: {_fix_hint(s)}") from None
-        sections[section] = SimpleNamespace(**values)
+        if section in OPTIONAL_SECTIONS and count > 1 and any(
+                sec == section and i is None for (sec, i, _) in env):
+            raise ConfigError(f"there are {count} [[{section}]] shops: name one in the "
+                              f"environment as {ENV_PREFIX}{section.upper()}_<N>_<KEY>, "
+                              "N counting from 0")
+        shops = []
+        for n in range(max(count, 1)):
+            table = found[n] if n < len(found) else {}
+            label = section if count <= 1 else f"{section}[{n}]"
+            values = {}
+            for s in members:
+                env_key = next((k for k in ((section, n, s.key), (section, None, s.key))
+                                if k in env), None)
+                if env_key is not None:
+                    raw = env[env_key]
+                    origin = (f"{ENV_PREFIX}{section.upper()}_{n}_{s.key.upper()}"
+                              if env_key[1] is not None else s.env)
+                elif s.key in table:
+                    raw, origin = table[s.key], f"{label}.{s.key}"
+                    if s.parse in (_secret, _secrets):
+                        secrets_in_file.append(f"{label}.{s.key}")
+                elif s.default is REQUIRED:
+                    raise ConfigError(f"{label}.{s.key} is required ({s.help}): "
+                                      f"{_fix_hint(s)}")
+                else:
+                    values[s.key] = s.default
+                    continue
+                try:
+                    values[s.key] = s.parse(raw)
+                except ValueError as e:
+                    shown = "<hidden>" if "secret" in s.key else repr(raw)
+                    where = "" if origin == f"{label}.{s.key}" else f" (from {origin})"
+                    raise ConfigError(f"{label}.{s.key} = {shown}{where} {e}: "
+                                      f"{_fix_hint(s)}") from None
+            shops.append(SimpleNamespace(**values))
+        sections[section] = shops if section in OPTIONAL_SECTIONS else shops[0]
 
     cfg = SimpleNamespace(**sections)
+    for name in OPTIONAL_SECTIONS:
+        _check_unique(name, cfg)
     cfg.database.jobs_url = cfg.database.jobs_url or jobs_url_for(cfg.database.url)
     cfg.storefronts = [name for name in OPTIONAL_SECTIONS if sections[name] is not None]
     cfg.path = path
     cfg.secrets_in_file = secrets_in_file
     return cfg
+
+
+def _check_unique(section: str, cfg: SimpleNamespace) -> None:
+    """Two shops of one storefront must not claim the same domain or source."""
+    shops = getattr(cfg, section) or []
+    key = "shop_domain" if section == "shopify" else "source"
+    seen: dict[str, int] = {}
+    for n, shop in enumerate(shops):
+        ident = shop_key(section, getattr(shop, key))
+        if ident in seen:
+            raise ConfigError(f"{section}[{seen[ident]}] and {section}[{n}] have the same "
+                              f"{key}: give each shop its own")
+        seen[ident] = n
+
+
+def shop_key(section: str, value: str) -> str:
+    if section == "woocommerce":
+        from .storefronts.woocommerce import normalize_source
+        return normalize_source(value)
+    return value.lower()
 
 
 def readable_by_others(cfg: SimpleNamespace) -> bool:

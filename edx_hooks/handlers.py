@@ -60,7 +60,7 @@ class DeliveryHandler(web.RequestHandler):
     def initialize(self, store: Store, max_body_size: int, rejected_body_keep: int,
                    inflight: Inflight,
                    storefront: ModuleType | None = None,
-                   settings: SimpleNamespace | None = None,
+                   settings: list[SimpleNamespace] | None = None, endpoint: str = "",
                    not_found: str = "unknown-endpoint") -> None:
         """``storefront`` is the module that judges POSTs to this route, with
         its ``settings``; without one the route answers 404 ``not_found``."""
@@ -72,6 +72,7 @@ class DeliveryHandler(web.RequestHandler):
         self.rejected_body_keep = rejected_body_keep
         self.storefront = storefront
         self.storefront_settings = settings
+        self.endpoint = endpoint
         self.not_found = not_found
         self.provider = storefront.PROVIDER if storefront else "unknown"
 
@@ -134,7 +135,7 @@ class DeliveryHandler(web.RequestHandler):
             await self.conclude(rejected(404, self.not_found))
         else:
             await self.conclude(self.storefront.receive(
-                self.request.headers, self.body, self.storefront_settings))
+                self.request.headers, self.body, self.storefront_settings, self.endpoint))
 
     async def _not_post(self, *_: str) -> None:
         if self.storefront is None:
@@ -152,7 +153,8 @@ class DeliveryHandler(web.RequestHandler):
         the order's new line items before the commit is acknowledged."""
         self.concluding = True
         try:
-            recorded = await self.store.record(self._delivery(outcome), outcome.order)
+            recorded = await self.store.record(self._delivery(outcome), outcome.order,
+                                               outcome.unenroll)
         except Exception:
             # Not stored means not accepted: the shop will deliver it again.
             logs.event(log, logs.ERROR, "delivery.unstored", provider=self.provider, status=503)
@@ -179,10 +181,16 @@ class DeliveryHandler(web.RequestHandler):
         delivery = {"provider": self.provider, "delivery": recorded.delivery_id}
         for warning in outcome.warnings:
             logs.event(log, logs.WARNING, "delivery.warning", **delivery, message=warning)
-        if outcome.event:  # e.g. a ping: who sent it matters
-            logs.event(log, logs.INFO, outcome.event, **delivery, **outcome.extra,
+        if outcome.event:  # a ping (who sent it matters), a delivery not acted on
+            logs.event(log, outcome.level, outcome.event, **delivery, **outcome.extra,
                        ip=self.request.remote_ip,
                        agent=self.request.headers.get("User-Agent", "")[:200])
+        elif outcome.unenroll is not None:
+            logs.event(log, logs.INFO, "delivery.unenroll", **delivery, shop=outcome.shop,
+                       order=outcome.unenroll.order_external_id, why=outcome.unenroll.why,
+                       unenroll_now=len(recorded.unenroll_now),
+                       after_enrollment=len(recorded.unenroll_after),
+                       known_order=recorded.order_id is not None)
         elif outcome.status < 300:
             order = outcome.order.external_id if outcome.order else None
             logs.event(log, logs.INFO, "delivery.accepted", **delivery, shop=outcome.shop,

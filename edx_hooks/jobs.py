@@ -18,7 +18,17 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from . import logs
 from . import scheduler as sched
 from .lms import LMSClient, PermanentError, Throttled, TransientError
-from .store import PENDING, Store, utcnow
+from .store import (
+    ACTIVE,
+    ENROLLED,
+    FAILED,
+    PENDING,
+    UNENROLL_FAILED,
+    UNENROLL_PENDING,
+    UNENROLLED,
+    Store,
+    utcnow,
+)
 
 log = logging.getLogger("edx_hooks.jobs")
 
@@ -85,56 +95,77 @@ async def enroll_items(item_ids: list[int]) -> None:
 
 
 async def _attempt(rt: Runtime, item_id: int) -> None:
+    """One step of an item's work: enroll it (pending), or unenroll it
+    (unenroll-pending, after a refund). An unenroll requested while the
+    enrollment was under way follows it here, in the same job: never a race."""
     # Wait for this attempt's turn at the LMS first: during a burst most
     # items wait here, and they need not hold a row read from the database.
     await rt.lms.pacer.wait()
     item = await rt.store.item_for_job(item_id)
-    if item is None or item["state"] != PENDING:
+    if item is None or item["state"] not in ACTIVE:
         return
     ids = {"provider": item["provider"], "order": item["order_external_id"], "item": item_id}
-    logs.event(log, logs.DEBUG, "item.attempt", **ids, attempt=item["attempts"] + 1,
-               email=item["email"], sku=item["sku"])
+    action = "unenroll" if item["state"] == UNENROLL_PENDING else "enroll"
     attempt = item["attempts"] + 1
+    logs.event(log, logs.DEBUG, "item.attempt", **ids, action=action, attempt=attempt,
+               email=item["email"], sku=item["sku"])
     course = item["course_id"]
     try:
         if course is None:
             course = await rt.lms.resolve_sku(item["sku"])
-            await rt.store.set_course(item_id, course)
-        result = await rt.lms.enroll(course, item["email"], reason=_reason(item),
-                                     slot_taken=True)
+            await rt.store.update(item_id, PENDING, course_id=course)
+        call = rt.lms.enroll if action == "enroll" else rt.lms.unenroll
+        result = await call(course, item["email"], reason=_reason(item), slot_taken=True)
     except Throttled as e:
         # Throttling is the LMS pacing us, not a failed attempt.
         when = utcnow() + dt.timedelta(seconds=e.retry_after)
-        await rt.store.mark_retry(item_id, item["attempts"], str(e), when)
+        await rt.store.update(item_id, item["state"], reason=str(e), next_attempt_at=when)
         sched.schedule_retry(rt.scheduler, item_id, when)
         logs.event(log, logs.WARNING, "item.throttled", **ids, retry_after=round(e.retry_after))
     except PermanentError as e:
-        await _fail(rt, item_id, ids, attempt, str(e))
+        await _fail(rt, item, ids, attempt, str(e))
     except TransientError as e:
-        await _transient(rt, item_id, ids, attempt, str(e))
+        await _transient(rt, item, ids, attempt, str(e))
     except Exception as e:  # a bug must leave a visible trace, not a stuck item
         logs.event(log, logs.ERROR, "item.error", **ids, attempt=attempt, exc_info=True)
-        await _transient(rt, item_id, ids, attempt, f"internal error: {type(e).__name__}")
+        await _transient(rt, item, ids, attempt, f"internal error: {type(e).__name__}")
     else:
-        await rt.store.mark_enrolled(item_id, attempt)
+        if action == "unenroll":
+            await rt.store.update(item_id, UNENROLL_PENDING, state=UNENROLLED,
+                                  attempts=attempt, reason=None, next_attempt_at=None)
+            logs.event(log, logs.INFO, "item.unenrolled", **ids, course=course,
+                       attempt=attempt)
+            return
+        await rt.store.update(item_id, PENDING, state=ENROLLED, attempts=attempt, reason=None,
+                              next_attempt_at=None)
         logs.event(log, logs.INFO, "item.enrolled", **ids, course=course, attempt=attempt,
                    result=result)
+        # a refund that came in meanwhile: unenroll now, in this job
+        fresh = await rt.store.item_for_job(item_id)
+        if fresh is not None and fresh["unenroll_requested_at"] is not None:
+            await rt.store.update(item_id, ENROLLED, state=UNENROLL_PENDING, attempts=0,
+                                  next_attempt_at=utcnow())
+            await _attempt(rt, item_id)
 
 
-async def _transient(rt: Runtime, item_id: int, ids: dict, attempt: int, reason: str) -> None:
+async def _transient(rt: Runtime, item: dict, ids: dict, attempt: int, reason: str) -> None:
     if attempt >= rt.attempts:
-        await _fail(rt, item_id, ids, attempt, f"{reason} (after {attempt} attempts)")
+        await _fail(rt, item, ids, attempt, f"{reason} (after {attempt} attempts)")
         return
     when = utcnow() + dt.timedelta(seconds=rt.delay_seconds)
-    await rt.store.mark_retry(item_id, attempt, reason, when)
-    sched.schedule_retry(rt.scheduler, item_id, when)
+    await rt.store.update(item["id"], item["state"], attempts=attempt, reason=reason,
+                          next_attempt_at=when)
+    sched.schedule_retry(rt.scheduler, item["id"], when)
     logs.event(log, logs.WARNING, "item.retry", **ids, attempt=attempt,
                next_in=round(rt.delay_seconds), reason=reason)
 
 
-async def _fail(rt: Runtime, item_id: int, ids: dict, attempt: int, reason: str) -> None:
-    await rt.store.mark_failed(item_id, attempt, reason)
-    logs.event(log, logs.ERROR, "item.failed", **ids, attempt=attempt, reason=reason)
+async def _fail(rt: Runtime, item: dict, ids: dict, attempt: int, reason: str) -> None:
+    failed = UNENROLL_FAILED if item["state"] == UNENROLL_PENDING else FAILED
+    await rt.store.update(item["id"], item["state"], state=failed, attempts=attempt,
+                          reason=reason, next_attempt_at=None)
+    event = "item.unenroll_failed" if failed == UNENROLL_FAILED else "item.failed"
+    logs.event(log, logs.ERROR, event, **ids, attempt=attempt, reason=reason)
 
 
 def _reason(item: dict) -> str:

@@ -246,7 +246,19 @@ class LMSClient:
             "email_students": "true" if self.email_students else "false",
             "reason": reason})
         response = await self._bulk_enroll(form, redact=email_address, paced=not slot_taken)
-        return _enroll_result(response, course_id, email_address)
+        return _result(response, course_id, email_address, "enroll")
+
+    async def unenroll(self, course_id: str, email_address: str, reason: str,
+                       slot_taken: bool = False) -> str:
+        """Unenroll one learner from one course (the enrollment is deactivated,
+        an "allowed" row deleted; unenrolling someone not enrolled is a no-op)."""
+        form = urllib.parse.urlencode({
+            "action": "unenroll", "courses": course_id, "identifiers": email_address,
+            "auto_enroll": "false",
+            "email_students": "true" if self.email_students else "false",
+            "reason": reason})
+        response = await self._bulk_enroll(form, redact=email_address, paced=not slot_taken)
+        return _result(response, course_id, email_address, "unenroll")
 
     async def _bulk_enroll(self, form: str, redact: str, paced: bool = True) -> HTTPResponse:
         token = None
@@ -288,7 +300,7 @@ class LMSClient:
                              + (f" ({detail})" if detail else ""))
 
 
-def _enroll_result(response: HTTPResponse, course_id: str, email_address: str) -> str:
+def _result(response: HTTPResponse, course_id: str, email_address: str, action: str) -> str:
     """Read a 200 from bulk_enroll; a 200 can still carry a per-learner failure."""
     try:
         answer = json.loads(response.body)
@@ -310,11 +322,14 @@ def _enroll_result(response: HTTPResponse, course_id: str, email_address: str) -
                              + (f": {message}" if message else ""))
     after = result.get("after")
     if isinstance(after, dict):
-        if after.get("enrollment"):
+        if action == "unenroll":
+            if not after.get("enrollment") and not after.get("allowed"):
+                return "unenrolled"
+        elif after.get("enrollment"):
             return "enrolled"
-        if after.get("allowed"):
+        elif after.get("allowed"):
             return "allowed"
-    raise PermanentError("bulk_enroll answered 200 but did not confirm the enrollment")
+    raise PermanentError(f"bulk_enroll answered 200 but did not confirm the {action}ment")
 
 
 async def probe(settings: Any) -> list[tuple[bool, str]]:

@@ -37,13 +37,15 @@ def toml_value(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
-def write_config(path: Path, sections: dict[str, dict[str, Any] | None]) -> Path:
+def write_config(path: Path, sections: dict[str, Any]) -> Path:
+    """A TOML file; a list of tables is written as [[section]] tables."""
     lines = []
     for section, values in sections.items():
         if values is None:
             continue
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        for table in values if isinstance(values, list) else [values]:
+            lines.append(f"[[{section}]]" if isinstance(values, list) else f"[{section}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -74,8 +76,8 @@ class Harness:
     async def start(self, **overrides: dict[str, Any] | None) -> Service:
         sections = base_sections(self.tmp_path, self.lms.url)
         for section, values in overrides.items():
-            if values is None:
-                sections[section] = None
+            if values is None or isinstance(values, list):
+                sections[section] = values
             else:
                 sections[section] = {**(sections.get(section) or {}), **values}
         self.config_path = write_config(self.tmp_path / "edx-hooks.toml", sections)

@@ -43,14 +43,14 @@ def test_environment_wins_over_the_file(tmp_path):
     cfg = load(tmp_path, sections, {"EDX_HOOKS_SHOPIFY_SECRET": "from-env",
                                     "EDX_HOOKS_SERVER_PORT": "9000",
                                     "EDX_HOOKS_SERVER_XHEADERS": "true"})
-    assert cfg.shopify.secret == "from-env"
+    assert cfg.shopify[0].secret == ["from-env"]
     assert cfg.server.port == 9000 and cfg.server.xheaders is True
 
 
 def test_a_storefront_can_be_configured_from_the_environment_alone(tmp_path):
     cfg = load(tmp_path, MINIMAL, {"EDX_HOOKS_SHOPIFY_SHOP_DOMAIN": "A.myshopify.com",
                                    "EDX_HOOKS_SHOPIFY_SECRET": "x"})
-    assert cfg.shopify.shop_domain == "a.myshopify.com" and cfg.storefronts == ["shopify"]
+    assert cfg.shopify[0].shop_domain == "a.myshopify.com" and cfg.storefronts == ["shopify"]
 
 
 def test_no_file_at_all(tmp_path):
@@ -112,3 +112,55 @@ def test_example_config_documents_every_key():
     # and it loads, with its placeholders
     cfg = config.load(str(example), {})
     assert cfg.storefronts == ["shopify", "woocommerce"]
+
+
+def test_several_shops_and_secret_lists(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("""
+[lms]
+base_url = "https://lms.example.org"
+client_id = "c"
+client_secret = "s"
+[[shopify]]
+shop_domain = "live.myshopify.com"
+secret = ["new-secret", "old-secret"]
+[[shopify]]
+shop_domain = "staging.myshopify.com"
+secret = "staging-secret"
+accept_test_orders = true
+""")
+    cfg = config.load(str(path), {"EDX_HOOKS_SHOPIFY_1_SECRET": "from-env",
+                                  "EDX_HOOKS_SHOPIFY_0_UNENROLL_ON_REFUND": "true"})
+    live, staging = cfg.shopify
+    assert live.secret == ["new-secret", "old-secret"] and live.unenroll_on_refund is True
+    assert staging.secret == ["from-env"] and staging.unenroll_on_refund is False
+    assert cfg.secrets_in_file == ["lms.client_secret", "shopify[0].secret"]
+    with pytest.raises(ConfigError, match="name one in the environment"):
+        config.load(str(path), {"EDX_HOOKS_SHOPIFY_SECRET": "which one?"})
+    env_list = config.load(str(path), {"EDX_HOOKS_SHOPIFY_0_SECRET": '["a", "b"]'})
+    assert env_list.shopify[0].secret == ["a", "b"]
+
+
+def test_two_shops_with_one_domain_are_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("""
+[lms]
+base_url = "https://lms.example.org"
+client_id = "c"
+client_secret = "s"
+[[woocommerce]]
+source = "https://shop.example/"
+secret = "a"
+[[woocommerce]]
+source = "HTTPS://SHOP.EXAMPLE"
+secret = "b"
+""")
+    with pytest.raises(ConfigError,
+                       match="woocommerce\\[0\\] and woocommerce\\[1\\] have the same"):
+        config.load(str(path), {})
+
+
+def test_an_empty_secret_in_a_list_is_refused(tmp_path):
+    message = error(tmp_path, {**MINIMAL, "shopify": {"shop_domain": "a.myshopify.com",
+                                                      "secret": ["ok", ""]}})
+    assert "shopify.secret = <hidden> must not be empty" in message

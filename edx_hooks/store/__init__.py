@@ -12,13 +12,18 @@ operations, ``database`` the :class:`Store` that runs them.
 
 from .database import Store
 from .schema import (
+    ACTIVE,
     ENROLLED,
     FAILED,
     PENDING,
+    UNENROLL_FAILED,
+    UNENROLL_PENDING,
+    UNENROLLED,
     NewDelivery,
     NewItem,
     NewOrder,
     Recorded,
+    Unenroll,
     deliveries,
     items,
     metadata,
@@ -28,6 +33,7 @@ from .schema import (
 )
 
 __all__ = [
+    "ACTIVE", "UNENROLL_FAILED", "UNENROLL_PENDING", "UNENROLLED", "Unenroll",
     "ENROLLED", "FAILED", "PENDING", "NewDelivery", "NewItem",
     "NewOrder", "Recorded", "Store", "deliveries", "items", "metadata", "order_state",
     "orders", "utcnow",

@@ -17,13 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .. import logs
 from .schema import (
+    ACTIVE,
     ENROLLED,
     FAILED,
     ITEMS_FOR_JOB,
     PENDING,
+    UNENROLL_FAILED,
+    UNENROLL_PENDING,
+    UNENROLLED,
     NewDelivery,
     NewOrder,
     Recorded,
+    Unenroll,
     deliveries,
     items,
     metadata,
@@ -183,7 +188,8 @@ class Store:
             for w in writes:
                 await self._commit([w])
             return
-        pending = [i for _, r in results if isinstance(r, Recorded) for i in r.new_pending]
+        pending = [i for _, r in results if isinstance(r, Recorded)
+                   for i in r.new_pending + r.unenroll_now]
         if pending and self.after_commit is not None:
             try:
                 self.after_commit(pending)
@@ -197,25 +203,15 @@ class Store:
 
     # -- writes
 
-    async def record(self, delivery: NewDelivery, order: NewOrder | None = None) -> Recorded:
-        """Store a delivery and, when it was accepted, its order and new line items."""
-        return await self._submit(record_many, delivery, order)
+    async def record(self, delivery: NewDelivery, order: NewOrder | None = None,
+                     unenroll: Unenroll | None = None) -> Recorded:
+        """Store a delivery and, when it was accepted, its order and new line
+        items, or the unenrollment it asks for."""
+        return await self._submit(record_many, delivery, order, unenroll)
 
-    async def set_course(self, item_id: int, course_id: str) -> bool:
-        return await self._submit(update_item, item_id, {"course_id": course_id})
-
-    async def mark_enrolled(self, item_id: int, attempts: int) -> bool:
-        return await self._submit(update_item, item_id, dict(
-            state=ENROLLED, attempts=attempts, reason=None, next_attempt_at=None))
-
-    async def mark_failed(self, item_id: int, attempts: int, reason: str) -> bool:
-        return await self._submit(update_item, item_id, dict(
-            state=FAILED, attempts=attempts, reason=reason, next_attempt_at=None))
-
-    async def mark_retry(self, item_id: int, attempts: int, reason: str,
-                         next_attempt_at: dt.datetime) -> bool:
-        return await self._submit(update_item, item_id, dict(
-            attempts=attempts, reason=reason, next_attempt_at=next_attempt_at))
+    async def update(self, item_id: int, expected: str, **values: Any) -> bool:
+        """Change a line item still in the ``expected`` state; False if it is not."""
+        return await self._submit(update_item, item_id, values, expected)
 
     async def retry_failed(self, item_ids: list[int] | None = None,
                            order_ids: list[int] | None = None) -> list[int]:
@@ -248,7 +244,7 @@ class Store:
     async def pending_items(self) -> list[tuple[int, dt.datetime | None]]:
         """Every line item not yet enrolled or failed, with when it is due."""
         query = (sa.select(items.c.id, items.c.next_attempt_at)
-                 .where(items.c.state == PENDING).order_by(items.c.id))
+                 .where(items.c.state.in_(ACTIVE)).order_by(items.c.id))
         async with self.engine.connect() as conn:
             return [tuple(r) for r in (await conn.execute(query)).all()]
 
@@ -262,9 +258,12 @@ class Store:
         order's state and its latest error."""
         counts = (sa.select(
             items.c.order_id, sa.func.count().label("items"),
-            sa.func.sum(sa.case((items.c.state == PENDING, 1), else_=0)).label("pending"),
-            sa.func.sum(sa.case((items.c.state == FAILED, 1), else_=0)).label("failed"),
+            sa.func.sum(sa.case((items.c.state.in_(ACTIVE), 1), else_=0)).label("pending"),
+            sa.func.sum(sa.case((items.c.state.in_((FAILED, UNENROLL_FAILED)), 1),
+                                else_=0)).label("failed"),
             sa.func.sum(sa.case((items.c.state == ENROLLED, 1), else_=0)).label("enrolled"),
+            sa.func.sum(sa.case((items.c.state == UNENROLLED, 1), else_=0))
+            .label("unenrolled"),
             sa.func.max(sa.case((items.c.reason.is_not(None), items.c.updated_at)))
             .label("error_at"))
             .group_by(items.c.order_id).subquery())
@@ -275,6 +274,7 @@ class Store:
                            sa.func.coalesce(counts.c.pending, 0).label("pending"),
                            sa.func.coalesce(counts.c.failed, 0).label("failed"),
                            sa.func.coalesce(counts.c.enrolled, 0).label("enrolled"),
+                           sa.func.coalesce(counts.c.unenrolled, 0).label("unenrolled"),
                            last_error.label("last_error"))
                  .outerjoin(counts, counts.c.order_id == orders.c.id)
                  .order_by(orders.c.created_at.desc(), orders.c.id.desc()))
@@ -310,9 +310,11 @@ class Store:
     async def health(self) -> dict[str, Any]:
         """How many items are pending and failed, and the oldest pending one's age."""
         query = sa.select(
-            sa.func.sum(sa.case((items.c.state == PENDING, 1), else_=0)),
-            sa.func.sum(sa.case((items.c.state == FAILED, 1), else_=0)),
-            sa.func.min(sa.case((items.c.state == PENDING, items.c.created_at))))
+            sa.func.sum(sa.case((items.c.state.in_(ACTIVE), 1), else_=0)),
+            sa.func.sum(sa.case((items.c.state.in_((FAILED, UNENROLL_FAILED)), 1), else_=0)),
+            sa.func.min(sa.case((items.c.state == PENDING, items.c.created_at),
+                                (items.c.state == UNENROLL_PENDING,
+                                 items.c.unenroll_requested_at))))
         async with self.engine.connect() as conn:
             pending, failed, oldest = (await conn.execute(query)).one()
         age = (utcnow() - oldest).total_seconds() if oldest else 0.0

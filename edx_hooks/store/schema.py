@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 PENDING, ENROLLED, FAILED = "pending", "enrolled", "failed"
+#: after a refund or cancellation (with unenroll_on_refund)
+UNENROLL_PENDING, UNENROLLED, UNENROLL_FAILED = "unenroll-pending", "unenrolled", "unenroll-failed"
+#: states in which a line item still has LMS work to do
+ACTIVE = (PENDING, UNENROLL_PENDING)
 
 metadata = sa.MetaData()
 
@@ -43,6 +47,8 @@ orders = sa.Table(
     sa.Column("name", sa.String(255), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False, index=True),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    #: recorded before payment (require_payment): its items come with the paid delivery
+    sa.Column("awaiting_payment", sa.Boolean, nullable=False, default=False),
     sa.UniqueConstraint("provider", "shop", "external_id", name="uq_order"),
     sa.insert_sentinel("sentinel"),
 )
@@ -61,6 +67,9 @@ items = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Column("next_attempt_at", sa.DateTime),
+    #: a refund or cancellation asked for this item to be unenrolled: after
+    #: its enrollment, if that is still under way
+    sa.Column("unenroll_requested_at", sa.DateTime),
     sa.UniqueConstraint("order_id", "external_id", name="uq_item"),
     sa.insert_sentinel("sentinel"),
 )
@@ -111,6 +120,17 @@ class NewOrder:
     external_id: str
     name: str
     items: list[NewItem] = field(default_factory=list)
+    awaiting_payment: bool = False
+
+
+@dataclass
+class Unenroll:
+    """Unenroll an order's line items: those named, or all of them (None)."""
+    provider: str
+    shop: str
+    order_external_id: str
+    line_item_ids: list[str] | None
+    why: str
 
 
 @dataclass
@@ -122,6 +142,10 @@ class Recorded:
     #: (id, reason) of the line items this delivery added already failed
     new_failed: list[tuple[int, str]] = field(default_factory=list)
     order_existed: bool = False
+    #: ids of the line items this delivery set to be unenrolled, and of those
+    #: that will be once their enrollment is done
+    unenroll_now: list[int] = field(default_factory=list)
+    unenroll_after: list[int] = field(default_factory=list)
 
 
 # --- statements, built once: building and cache-keying a statement costs more
@@ -133,14 +157,17 @@ FIND_ORDERS = sa.select(orders.c.id, orders.c.provider, orders.c.shop, orders.c.
 INSERT_ORDERS = orders.insert().returning(orders.c.id, sort_by_parameter_order=True)
 TOUCH_ORDERS = orders.update().where(orders.c.id.in_(sa.bindparam("ids", expanding=True))) \
     .values(updated_at=sa.bindparam("now"))
+ORDERS_PAID = orders.update().where(orders.c.id.in_(sa.bindparam("ids", expanding=True)),
+                                   orders.c.awaiting_payment.is_(True)) \
+    .values(awaiting_payment=False)
 KNOWN_ITEMS = sa.select(items.c.order_id, items.c.external_id) \
     .where(items.c.order_id.in_(sa.bindparam("ids", expanding=True)))
 INSERT_DELIVERIES = deliveries.insert().returning(deliveries.c.id,
                                                    sort_by_parameter_order=True)
 INSERT_ITEMS = items.insert().returning(items.c.id, sort_by_parameter_order=True)
-#: SET whatever columns the parameters name, on an item that is still pending
-UPDATE_PENDING = items.update().where(items.c.id == sa.bindparam("item_id"),
-                                       items.c.state == PENDING)
+#: SET whatever columns the parameters name, on an item still in the expected state
+UPDATE_ITEM = items.update().where(items.c.id == sa.bindparam("item_id"),
+                                   items.c.state == sa.bindparam("expected"))
 ITEMS_FOR_JOB = (
     sa.select(items, orders.c.name.label("order_name"),
               orders.c.external_id.label("order_external_id"), orders.c.provider, orders.c.shop)
@@ -149,12 +176,15 @@ ITEMS_FOR_JOB = (
 
 
 def order_state(counts: dict[str, int]) -> str:
-    """An order's state follows from its items': pending while any is,
-    failed if any failed, enrolled when all are; ``empty`` without items."""
+    """An order's state follows from its items': pending while any has work
+    to do, failed if any failed, unenrolled when all are, enrolled otherwise;
+    ``awaiting-payment`` or ``empty`` without items."""
     if not counts["items"]:
-        return "empty"
+        return "awaiting-payment" if counts.get("awaiting_payment") else "empty"
     if counts["pending"]:
         return PENDING
     if counts["failed"]:
         return FAILED
+    if counts.get("unenrolled") == counts["items"]:
+        return UNENROLLED
     return ENROLLED

@@ -13,18 +13,24 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .schema import (
+    ACTIVE,
+    ENROLLED,
     FAILED,
     FIND_ORDERS,
     INSERT_DELIVERIES,
     INSERT_ITEMS,
     INSERT_ORDERS,
     KNOWN_ITEMS,
+    ORDERS_PAID,
     PENDING,
     TOUCH_ORDERS,
-    UPDATE_PENDING,
+    UNENROLL_FAILED,
+    UNENROLL_PENDING,
+    UPDATE_ITEM,
     NewDelivery,
     NewOrder,
     Recorded,
+    Unenroll,
     deliveries,
     heartbeat,
     items,
@@ -38,7 +44,8 @@ def chunks(values: list, size: int = 400) -> Iterator[list]:
 
 
 def record_many(conn: Connection,
-                 requests: list[tuple[NewDelivery, NewOrder | None]]) -> list[Recorded]:
+                requests: list[tuple[NewDelivery, NewOrder | None, Unenroll | None]]
+                ) -> list[Recorded]:
     """Store a batch of deliveries with their orders and new line items.
 
     A handful of statements for the whole batch, whatever its size: this is
@@ -48,9 +55,12 @@ def record_many(conn: Connection,
     def key(order: NewOrder) -> tuple[str, str, str]:
         return order.provider, order.shop, order.external_id
 
+    unenrolls = [u for _, _, u in requests]
+    requests = [(d, o) for d, o, _ in requests]
     wanted = list(dict.fromkeys(key(o) for _, o in requests if o is not None))
+    targets = [(u.provider, u.shop, u.order_external_id) for u in unenrolls if u is not None]
     order_ids: dict[tuple[str, str, str], int] = {}
-    for chunk in chunks(wanted):
+    for chunk in chunks(list(dict.fromkeys(wanted + targets))):
         for row in conn.execute(FIND_ORDERS, {"keys": chunk}):
             order_ids[tuple(row[1:])] = row[0]
     stored_before = set(order_ids)
@@ -60,25 +70,33 @@ def record_many(conn: Connection,
         if o is not None and key(o) not in order_ids and key(o) not in new_orders:
             new_orders[key(o)] = dict(provider=o.provider, shop=o.shop,
                                       external_id=o.external_id, name=o.name[:255],
-                                      created_at=d.received_at, updated_at=d.received_at)
+                                      created_at=d.received_at, updated_at=d.received_at,
+                                      awaiting_payment=o.awaiting_payment)
     if new_orders:
         inserted = conn.execute(INSERT_ORDERS, list(new_orders.values()))
         order_ids.update(zip(new_orders, inserted.scalars(), strict=True))
     if stored_before:
         conn.execute(TOUCH_ORDERS, {"ids": [order_ids[k] for k in stored_before],
-                                     "now": max(d.received_at for d, _ in requests)})
+                                    "now": max(d.received_at for d, _ in requests)})
+    if stored_before or any(o.awaiting_payment for _, o in requests if o is not None):
+        paid = {order_ids[key(o)] for _, o in requests if o is not None
+                and not o.awaiting_payment}
+        if paid:
+            conn.execute(ORDERS_PAID, {"ids": list(paid)})
 
     known: set[tuple[int, str]] = set()
     for chunk in chunks([order_ids[k] for k in stored_before]):
         known.update(tuple(r) for r in conn.execute(KNOWN_ITEMS, {"ids": chunk}))
 
     delivery_rows = []
-    for d, o in requests:
+    for (d, o), u in zip(requests, unenrolls, strict=True):
+        target = key(o) if o is not None else (
+            (u.provider, u.shop, u.order_external_id) if u is not None else None)
         delivery_rows.append(dict(
             provider=d.provider, endpoint=d.endpoint, received_at=d.received_at,
             client_ip=d.client_ip, headers=json.dumps(d.headers, ensure_ascii=False),
             body=d.body, body_size=d.body_size, status=d.status, reason=d.reason[:200],
-            shop=d.shop, order_id=order_ids[key(o)] if o is not None else None))
+            shop=d.shop, order_id=order_ids.get(target) if target else None))
     delivery_ids = conn.execute(INSERT_DELIVERIES, delivery_rows).scalars().all()
 
     records = [Recorded(delivery_id=i) for i in delivery_ids]
@@ -108,7 +126,35 @@ def record_many(conn: Connection,
                 rec.new_failed.append((item_id, failure))
             else:
                 rec.new_pending.append(item_id)
+    for rec, unenroll in zip(records, unenrolls, strict=True):
+        order_id = unenroll and order_ids.get(
+            (unenroll.provider, unenroll.shop, unenroll.order_external_id))
+        if order_id:
+            request_unenroll(conn, rec, order_id, unenroll)
     return records
+
+
+def request_unenroll(conn: Connection, rec: Recorded, order_id: int,
+                     unenroll: Unenroll) -> None:
+    """Mark an order's line items to be unenrolled, each once: an enrolled one
+    now, a pending one after its enrollment (never racing it)."""
+    rec.order_id = order_id
+    query = sa.select(items.c.id, items.c.external_id, items.c.state,
+                      items.c.unenroll_requested_at).where(items.c.order_id == order_id)
+    now = utcnow()
+    for item_id, external, state, requested in conn.execute(query).all():
+        if unenroll.line_item_ids is not None and external not in unenroll.line_item_ids:
+            continue
+        if state == ENROLLED:
+            conn.execute(UPDATE_ITEM, {
+                "item_id": item_id, "expected": ENROLLED, "state": UNENROLL_PENDING,
+                "attempts": 0, "reason": None, "next_attempt_at": now,
+                "unenroll_requested_at": now, "updated_at": now})
+            rec.unenroll_now.append(item_id)
+        elif state == PENDING and requested is None:
+            conn.execute(UPDATE_ITEM, {"item_id": item_id, "expected": PENDING,
+                                       "unenroll_requested_at": now, "updated_at": now})
+            rec.unenroll_after.append(item_id)
 
 
 def each(op: Callable[..., Any]) -> Callable[[Connection, list[tuple]], list[Any]]:
@@ -120,34 +166,38 @@ def each(op: Callable[..., Any]) -> Callable[[Connection, list[tuple]], list[Any
 
 
 @each
-def update_item(conn: Connection, item_id: int, values: dict[str, Any]) -> bool:
-    """Change a line item that is still pending; False if it no longer is."""
-    return conn.execute(UPDATE_PENDING,
-                        {"item_id": item_id, "updated_at": utcnow(), **values}).rowcount == 1
+def update_item(conn: Connection, item_id: int, values: dict[str, Any],
+                expected: str = PENDING) -> bool:
+    """Change a line item still in the ``expected`` state; False if it no longer is."""
+    return conn.execute(UPDATE_ITEM, {"item_id": item_id, "expected": expected,
+                                      "updated_at": utcnow(), **values}).rowcount == 1
 
 
 @each
 def retry_failed(conn: Connection, item_ids: list[int] | None,
                   order_ids: list[int] | None) -> list[int]:
-    query = sa.select(items.c.id).where(items.c.state == FAILED)
+    query = sa.select(items.c.id, items.c.state).where(
+        items.c.state.in_((FAILED, UNENROLL_FAILED)))
     if item_ids is not None:
         query = query.where(items.c.id.in_(item_ids))
     if order_ids is not None:
         query = query.where(items.c.order_id.in_(order_ids))
-    ids = list(conn.execute(query.order_by(items.c.id)).scalars())
-    if ids:
-        now = utcnow()
-        conn.execute(items.update().where(items.c.id.in_(ids)).values(
-            state=PENDING, attempts=0, reason="retry requested by an operator",
-            next_attempt_at=now, updated_at=now))
-    return ids
+    rows = conn.execute(query.order_by(items.c.id)).all()
+    now = utcnow()
+    for before, after in ((FAILED, PENDING), (UNENROLL_FAILED, UNENROLL_PENDING)):
+        ids = [i for i, state in rows if state == before]
+        if ids:
+            conn.execute(items.update().where(items.c.id.in_(ids)).values(
+                state=after, attempts=0, reason="retry requested by an operator",
+                next_attempt_at=now, updated_at=now))
+    return [i for i, _ in rows]
 
 
 @each
 def prune(conn: Connection, before: dt.datetime) -> int:
     """Drop body and headers of deliveries received before ``before`` whose
     order is finished (no pending item) or that had no order."""
-    unfinished = sa.select(items.c.order_id).where(items.c.state == PENDING)
+    unfinished = sa.select(items.c.order_id).where(items.c.state.in_(ACTIVE))
     stmt = (deliveries.update()
             .where(deliveries.c.received_at < before, deliveries.c.pruned_at.is_(None),
                    sa.or_(deliveries.c.order_id.is_(None),

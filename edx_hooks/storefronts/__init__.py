@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..lms import is_course_id, is_email
-from ..store import NewItem, NewOrder
+from ..store import NewItem, NewOrder, Unenroll
 
 
 @dataclass
@@ -28,26 +28,41 @@ class Outcome:
     order: NewOrder | None = None
     #: things worth a warning in the log that do not change the answer
     warnings: list[str] = field(default_factory=list)
-    #: more fields for the log line, and its event name if not the usual one
+    #: more fields for the log line, and its event name and level if not the usual
     extra: dict[str, str] = field(default_factory=dict)
     event: str | None = None
+    level: int = 20
+    #: line items to unenroll (a refund, a cancellation)
+    unenroll: Unenroll | None = None
 
 
 def rejected(status: int, reason: str, shop: str | None = None) -> Outcome:
     return Outcome(status, reason, shop)
 
 
-def signature_valid(body: bytes, secret: str, signature: str) -> bool:
-    """Whether ``signature`` is the base64 HMAC-SHA256 of ``body`` under ``secret``.
+def ignored(reason: str, shop: str | None, warning: str | None = None) -> Outcome:
+    """A genuine delivery that is not acted on: stored, logged, answered 200 so
+    the shop neither retries it nor disables the webhook."""
+    return Outcome(200, reason, shop, warnings=[warning] if warning else [],
+                   event="delivery.ignored", level=30 if warning else 20,
+                   extra={"reason": reason})
+
+
+def signature_valid(body: bytes, secrets: str | list[str], signature: str) -> bool:
+    """Whether ``signature`` is the base64 HMAC-SHA256 of ``body`` under one of
+    ``secrets`` (several while a secret is being rotated).
 
     Constant-time comparison; a signature that is not base64 is simply invalid.
     """
-    expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
     try:
         given = base64.b64decode(signature.strip(), validate=True)
     except (binascii.Error, ValueError):
         return False
-    return hmac.compare_digest(expected, given)
+    valid = False
+    for secret in [secrets] if isinstance(secrets, str) else secrets:
+        expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
+        valid |= hmac.compare_digest(expected, given)
+    return valid
 
 
 def parse_json_object(body: bytes) -> dict[str, Any] | None:

@@ -1,9 +1,19 @@
-"""Shopify: ``orders/create`` (and ``orders/paid``) deliveries.
+"""Shopify: order creation and payment, cancellation and refund deliveries.
 
-Genuine means: the ``X-Shopify-Shop-Domain`` is the configured shop, and
-``X-Shopify-Hmac-Sha256`` is the base64 HMAC-SHA256 of the raw body under the
-shop's signing secret. The learner is the line item's ``email`` property; the
-course is its SKU (a course id, or a SKU the LMS redirects to a course).
+Genuine means: ``X-Shopify-Shop-Domain`` is one of the configured shops, and
+``X-Shopify-Hmac-Sha256`` is the base64 HMAC-SHA256 of the raw body under one
+of that shop's secrets (several during a rotation). The learner is the line
+item's ``email`` property; the course is its SKU (a course id, or a SKU the
+LMS redirects to a course).
+
+Endpoints and the topics they act on:
+
+- ``order/create``: ``orders/create`` and ``orders/paid`` enroll;
+- ``order/cancelled``: ``orders/cancelled`` unenrolls the whole order;
+- ``refund/create``: ``refunds/create`` unenrolls the refunded line items.
+
+A delivery for another topic is stored, logged and answered 200 (so Shopify
+neither retries nor disables the webhook) but not acted on.
 """
 
 from __future__ import annotations
@@ -12,39 +22,89 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from ..store import NewItem, NewOrder
-from . import Outcome, external_id, make_item, parse_json_object, rejected, signature_valid
+from ..store import NewItem, NewOrder, Unenroll
+from . import (
+    Outcome,
+    external_id,
+    ignored,
+    make_item,
+    parse_json_object,
+    rejected,
+    signature_valid,
+)
 
 PROVIDER = "shopify"
 EMAIL_HINT = "line item property 'email'"
+TOPICS = {
+    "order/create": ("orders/create", "orders/paid"),
+    "order/cancelled": ("orders/cancelled",),
+    "refund/create": ("refunds/create",),
+}
 
 
-def receive(headers: Mapping[str, str], body: bytes, settings: SimpleNamespace) -> Outcome:
-    """Verify a delivery and, when genuine, read the order out of it."""
+def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace],
+            endpoint: str = "order/create") -> Outcome:
+    """Verify a delivery and, when genuine, read what it asks for."""
     domain = headers.get("X-Shopify-Shop-Domain")
     signature = headers.get("X-Shopify-Hmac-Sha256")
     if not domain:
         return rejected(400, "missing-shop-domain")
-    shop = domain.strip().lower()[:255]
+    shop_domain = domain.strip().lower()[:255]
     if not signature:
-        return rejected(400, "missing-signature", shop)
-    if shop != settings.shop_domain:
-        return rejected(403, "unknown-shop", shop)
-    if not signature_valid(body, settings.secret, signature):
-        return rejected(403, "bad-signature", shop)
+        return rejected(400, "missing-signature", shop_domain)
+    shop = next((s for s in shops if s.shop_domain == shop_domain), None)
+    if shop is None:
+        return rejected(403, "unknown-shop", shop_domain)
+    if not signature_valid(body, shop.secret, signature):
+        return rejected(403, "bad-signature", shop_domain)
     doc = parse_json_object(body)
     if doc is None:
-        return rejected(400, "body-not-json-object", shop)
+        return rejected(400, "body-not-json-object", shop_domain)
+    topic = headers.get("X-Shopify-Topic")
+    if topic is not None and topic.strip().lower() not in TOPICS[endpoint]:
+        return ignored("topic-not-handled-here", shop_domain,
+                       f"topic {topic[:60]!r} sent to the {endpoint} endpoint: check the "
+                       "webhook's event in the Shopify admin")
+    if endpoint == "refund/create":
+        return _refund(doc, shop, shop_domain)
     order_id = external_id(doc.get("id"))
     if order_id is None:
-        return rejected(400, "order-id-missing", shop)
+        return rejected(400, "order-id-missing", shop_domain)
+    if endpoint == "order/cancelled":
+        if not shop.unenroll_on_refund:
+            return ignored("unenroll-off", shop_domain)
+        return Outcome(200, "cancellation", shop_domain,
+                       unenroll=Unenroll(PROVIDER, shop_domain, order_id, None, "cancelled"))
+    if doc.get("test") is True and not shop.accept_test_orders:
+        return ignored("test-order-ignored", shop_domain)
     name = doc.get("name")
     if not isinstance(name, str) or not name.strip():
         name = f"#{order_id}"
-    order = NewOrder(provider=PROVIDER, shop=shop, external_id=order_id, name=name.strip(),
-                     items=line_items(doc.get("line_items")))
-    reason = "accepted" if order.items else "accepted-no-line-items"
-    return Outcome(200, reason, shop, order)
+    unpaid = shop.require_payment and doc.get("financial_status") != "paid"
+    order = NewOrder(provider=PROVIDER, shop=shop_domain, external_id=order_id,
+                     name=name.strip(), awaiting_payment=unpaid,
+                     items=[] if unpaid else line_items(doc.get("line_items")))
+    reason = ("awaiting-payment" if unpaid else
+              "accepted" if order.items else "accepted-no-line-items")
+    return Outcome(200, reason, shop_domain, order)
+
+
+def _refund(doc: dict[str, Any], shop: SimpleNamespace, shop_domain: str) -> Outcome:
+    """``refunds/create``: unenroll exactly the refunded line items."""
+    order_id = external_id(doc.get("order_id"))
+    if order_id is None:
+        return rejected(400, "order-id-missing", shop_domain)
+    if not shop.unenroll_on_refund:
+        return ignored("unenroll-off", shop_domain)
+    refunded = []
+    lines = doc.get("refund_line_items")
+    for line in lines if isinstance(lines, list) else []:
+        if isinstance(line, dict) and (item_id := external_id(line.get("line_item_id"))):
+            refunded.append(item_id)
+    if not refunded:
+        return ignored("refund-without-line-items", shop_domain)
+    return Outcome(200, "refund", shop_domain,
+                   unenroll=Unenroll(PROVIDER, shop_domain, order_id, refunded, "refunded"))
 
 
 def line_items(value: Any) -> list[NewItem]:

@@ -18,8 +18,16 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from ..store import NewItem, NewOrder
-from . import Outcome, external_id, make_item, parse_json_object, rejected, signature_valid
+from ..store import NewItem, NewOrder, Unenroll
+from . import (
+    Outcome,
+    external_id,
+    ignored,
+    make_item,
+    parse_json_object,
+    rejected,
+    signature_valid,
+)
 
 PROVIDER = "woocommerce"
 EMAIL_HINT = "a Product Input Fields field of type email"
@@ -60,7 +68,15 @@ def normalize_source(url: str) -> str:
                                     parts.fragment))
 
 
-def receive(headers: Mapping[str, str], body: bytes, settings: SimpleNamespace) -> Outcome:
+#: topics the order endpoints act on (both endpoints alike)
+TOPICS = ("order.created", "order.updated", "order.restored")
+#: an order in one of these states is not enrolled; with unenroll_on_refund
+#: its enrolled items are unenrolled
+UNDONE = ("refunded", "cancelled")
+
+
+def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace],
+            endpoint: str = "order") -> Outcome:
     """Judge a delivery: a ping, a genuine order, or a rejection."""
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     if content_type == _FORM:
@@ -75,16 +91,28 @@ def receive(headers: Mapping[str, str], body: bytes, settings: SimpleNamespace) 
     shop = normalize_source(source)[:255]
     if not signature:
         return rejected(400, "missing-signature", shop)
-    if shop != normalize_source(settings.source):
+    settings = next((s for s in shops if normalize_source(s.source) == shop), None)
+    if settings is None:
         return rejected(403, "unknown-source", shop)
-    if not signature_valid(body, signing_key(settings.secret), signature):
+    if not signature_valid(body, [signing_key(s) for s in settings.secret], signature):
         return rejected(403, "bad-signature", shop)
     doc = parse_json_object(body)
     if doc is None:
         return rejected(400, "body-not-json-object", shop)
+    topic = headers.get("X-WC-Webhook-Topic")
+    if topic is not None and topic.strip().lower() not in TOPICS:
+        return ignored("topic-not-handled-here", shop,
+                       f"topic {topic[:60]!r} sent to an order endpoint: check the webhook's "
+                       "topic in WooCommerce")
     order_id = external_id(doc.get("id"))
     if order_id is None:
         return rejected(400, "order-id-missing", shop)
+    status = doc.get("status")
+    if status in UNDONE:
+        if not settings.unenroll_on_refund:
+            return ignored(f"order-{status}", shop)
+        return Outcome(200, status, shop,
+                       unenroll=Unenroll(PROVIDER, shop, order_id, None, status))
 
     warnings = []
     paid_at = doc.get("date_paid_gmt")
