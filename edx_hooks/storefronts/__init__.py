@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,23 @@ def make_item(item_id: str, sku: Any, email: Any, email_hint: str) -> NewItem:
         else:
             item.failure = "SKU starts with course-v1: but is not a valid course id"
     return item
+
+
+def line_items(value: Any, learner_email: Callable[[dict[str, Any]], Any],
+               email_hint: str) -> list[NewItem]:
+    """An order's line items to store: each keyed by its id (or its position),
+    each with its SKU and the learner email ``learner_email`` finds in it."""
+    if not isinstance(value, list):
+        return []
+    found = []
+    for position, line in enumerate(value):
+        if not isinstance(line, dict):
+            found.append(NewItem(external_id=f"#{position}", sku=None, email=None,
+                                 failure="line item is not a JSON object"))
+            continue
+        item_id = external_id(line.get("id")) or f"#{position}"
+        found.append(make_item(item_id, line.get("sku"), learner_email(line), email_hint))
+    return found
 
 
 def by_provider(name: str) -> Any:

@@ -22,12 +22,12 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from ..store import NewItem, NewOrder, Unenroll
+from ..store import NewOrder, Unenroll
 from . import (
     Outcome,
     external_id,
     ignored,
-    make_item,
+    line_items,
     parse_json_object,
     rejected,
     signature_valid,
@@ -83,7 +83,8 @@ def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace
     unpaid = shop.require_payment and doc.get("financial_status") != "paid"
     order = NewOrder(provider=PROVIDER, shop=shop_domain, external_id=order_id,
                      name=name.strip(), awaiting_payment=unpaid,
-                     items=[] if unpaid else line_items(doc.get("line_items")))
+                     items=[] if unpaid else line_items(doc.get("line_items"), _email,
+                                                        EMAIL_HINT))
     reason = ("awaiting-payment" if unpaid else
               "accepted" if order.items else "accepted-no-line-items")
     return Outcome(200, reason, shop_domain, order)
@@ -107,18 +108,8 @@ def _refund(doc: dict[str, Any], shop: SimpleNamespace, shop_domain: str) -> Out
                    unenroll=Unenroll(PROVIDER, shop_domain, order_id, refunded, "refunded"))
 
 
-def line_items(value: Any) -> list[NewItem]:
-    if not isinstance(value, list):
-        return []
-    found = []
-    for position, line in enumerate(value):
-        if not isinstance(line, dict):
-            found.append(NewItem(external_id=f"#{position}", sku=None, email=None,
-                                 failure="line item is not a JSON object"))
-            continue
-        item_id = external_id(line.get("id")) or f"#{position}"
-        found.append(make_item(item_id, line.get("sku"), _property(line, "email"), EMAIL_HINT))
-    return found
+def _email(line: dict[str, Any]) -> Any:
+    return _property(line, "email")
 
 
 def _property(line: dict[str, Any], wanted: str) -> Any:

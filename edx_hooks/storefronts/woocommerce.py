@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from ..store import NewItem, NewOrder, Unenroll
+from ..store import NewOrder, Unenroll
 from . import (
     Outcome,
     external_id,
     ignored,
-    make_item,
+    line_items,
     parse_json_object,
     rejected,
     signature_valid,
@@ -129,7 +129,9 @@ def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace
     name = f"#{number}" if isinstance(number, (str, int)) and str(number).strip() \
         else f"#{order_id}"
     order = NewOrder(provider=PROVIDER, shop=shop, external_id=order_id, name=name,
-                     items=line_items(doc.get("line_items")))
+                     items=line_items(doc.get("line_items"),
+                                      lambda line: learner_email(line.get("meta_data")),
+                                      EMAIL_HINT))
     reason = "accepted" if order.items else "accepted-no-line-items"
     return Outcome(200, reason, shop, order, warnings=warnings)
 
@@ -154,21 +156,6 @@ def _is_date(value: Any) -> bool:
         return True
     except ValueError:
         return False
-
-
-def line_items(value: Any) -> list[NewItem]:
-    if not isinstance(value, list):
-        return []
-    found = []
-    for position, line in enumerate(value):
-        if not isinstance(line, dict):
-            found.append(NewItem(external_id=f"#{position}", sku=None, email=None,
-                                 failure="line item is not a JSON object"))
-            continue
-        item_id = external_id(line.get("id")) or f"#{position}"
-        found.append(make_item(item_id, line.get("sku"), learner_email(line.get("meta_data")),
-                               EMAIL_HINT))
-    return found
 
 
 def learner_email(meta_data: Any) -> Any:
