@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import logging.handlers
+import re
 import socket
 import sys
 from types import SimpleNamespace
@@ -42,10 +43,18 @@ class _Text:
                                               for k, v in self.fields.items())
 
 
+#: a value that needs no quotes: printable ASCII but space, quote, = and \\
+_PLAIN = re.compile(r'[!#-<>-\[\]-~]+')
+
+
 def quoted(value: object) -> str:
     """A value for a ``key=value`` line, quoted when it has spaces or quotes."""
-    text = "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if _PLAIN.fullmatch(text):
         return text
     text = "".join(c if c.isprintable() else " " for c in text)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -89,6 +98,9 @@ def setup(settings: SimpleNamespace) -> None:
         text_format = "%(asctime)s %(levelname)s %(name)s %(message)s"
     handler.setFormatter(JSONFormatter() if settings.format == "json"
                          else logging.Formatter(text_format))
+    # No format here uses the caller's file, function or line: skip the stack
+    # walk logging does for every record to find them (the documented switch).
+    logging._srcfile = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
