@@ -61,6 +61,7 @@ async def test_sigkill_while_the_lms_holds_the_enroll_call(harness, lms, serve):
     lms.forced.append(Forced(status=200, hang=60, body="{}"))  # holds the first call
     order = shopify_order(line_item(email="held@example.org"))
     assert (await harness.shopify(order)).code == 200
+    await until(lambda: lms.calls)  # held: the first call is this one
     assert (await harness.shopify(shopify_order(line_item(email="free@example.org")))).code == 200
     await until(lambda: harness.items()[1]["state"] == "enrolled")
     assert harness.items()[0]["state"] == "pending"

@@ -4,6 +4,7 @@ and the read queries."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import logging
 import os
@@ -78,12 +79,24 @@ class Store:
         #: for reads; writes go through the writer task and its own engine
         self.engine: AsyncEngine = create_async_engine(url)
         self._write_engine: AsyncEngine = create_async_engine(url, pool_size=1, max_overflow=0)
+        #: SQLite: the writer runs each whole batch in one thread of its own,
+        #: through SQLAlchemy's synchronous engine on the same file. One hop
+        #: per batch, where the async driver makes two or three per statement.
+        self._sync_writer: sa.Engine | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        if self.engine.dialect.name == "sqlite":
+            self._sync_writer = sa.create_engine(
+                self._write_engine.url.set(drivername="sqlite"), pool_size=1, max_overflow=0,
+                connect_args={"check_same_thread": False})
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="edx-hooks-writer")
         self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         if self.engine.dialect.name == "sqlite":
             level = sqlite_synchronous.upper()
-            for engine in (self.engine, self._write_engine):
-                @sa.event.listens_for(engine.sync_engine, "connect")
+            for sync_engine in (self.engine.sync_engine, self._write_engine.sync_engine,
+                                self._sync_writer):
+                @sa.event.listens_for(sync_engine, "connect")
                 def _pragmas(dbapi_conn: Any, _record: Any) -> None:
                     cur = dbapi_conn.cursor()
                     cur.execute("PRAGMA journal_mode=WAL")
@@ -96,13 +109,14 @@ class Store:
             # at its first INSERT: what it reads (existing orders, the last
             # ids) cannot change before it writes. SQLAlchemy's documented
             # recipe for the sqlite drivers' own BEGIN handling.
-            @sa.event.listens_for(self._write_engine.sync_engine, "connect")
-            def _no_driver_begin(dbapi_conn: Any, _record: Any) -> None:
-                dbapi_conn.isolation_level = None
+            for sync_engine in (self._write_engine.sync_engine, self._sync_writer):
+                @sa.event.listens_for(sync_engine, "connect")
+                def _no_driver_begin(dbapi_conn: Any, _record: Any) -> None:
+                    dbapi_conn.isolation_level = None
 
-            @sa.event.listens_for(self._write_engine.sync_engine, "begin")
-            def _begin_immediate(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                @sa.event.listens_for(sync_engine, "begin")
+                def _begin_immediate(conn: Any) -> None:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     async def start(self) -> None:
         path = self._write_engine.url.database
@@ -140,6 +154,10 @@ class Store:
             self._writer = None
         await self._write_engine.dispose()
         await self.engine.dispose()
+        if self._sync_writer is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor,
+                                                             self._sync_writer.dispose)
+            self._executor.shutdown(wait=True)
 
     # -- the writer
 
@@ -162,6 +180,10 @@ class Store:
             if writes:
                 await self._commit(writes)
 
+    def _in_writer_thread(self, run: Callable[[Connection], Any]) -> Any:
+        with self._sync_writer.begin() as conn:
+            return run(conn)
+
     async def _commit(self, writes: list[_Write]) -> None:
         """Commit a batch in one transaction; then resolve each write's future."""
         groups: dict[Callable, list[_Write]] = {}
@@ -175,8 +197,12 @@ class Store:
             return done
 
         try:
-            async with self._write_engine.begin() as conn:
-                results = await conn.run_sync(run)
+            if self._sync_writer is not None:
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._in_writer_thread, run)
+            else:
+                async with self._write_engine.begin() as conn:
+                    results = await conn.run_sync(run)
         except Exception:
             if len(writes) == 1:
                 logs.event(log, logs.ERROR, "store.write_failed", op=writes[0].op.__name__,
