@@ -78,15 +78,18 @@ class Store:
         self.after_commit = after_commit
         #: for reads; writes go through the writer task and its own engine
         self.engine: AsyncEngine = create_async_engine(url)
-        self._write_engine: AsyncEngine = create_async_engine(url, pool_size=1, max_overflow=0)
+        #: writes to a server database: the async engine, one connection
+        self._write_engine: AsyncEngine | None = None
         #: SQLite: the writer runs each whole batch in one thread of its own,
         #: through SQLAlchemy's synchronous engine on the same file. One hop
         #: per batch, where the async driver makes two or three per statement.
         self._sync_writer: sa.Engine | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        if self.engine.dialect.name == "sqlite":
+        if self.engine.dialect.name != "sqlite":
+            self._write_engine = create_async_engine(url, pool_size=1, max_overflow=0)
+        else:
             self._sync_writer = sa.create_engine(
-                self._write_engine.url.set(drivername="sqlite"), pool_size=1, max_overflow=0,
+                self.engine.url.set(drivername="sqlite"), pool_size=1, max_overflow=0,
                 connect_args={"check_same_thread": False})
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="edx-hooks-writer")
@@ -94,8 +97,7 @@ class Store:
         self._writer: asyncio.Task | None = None
         if self.engine.dialect.name == "sqlite":
             level = sqlite_synchronous.upper()
-            for sync_engine in (self.engine.sync_engine, self._write_engine.sync_engine,
-                                self._sync_writer):
+            for sync_engine in (self.engine.sync_engine, self._sync_writer):
                 @sa.event.listens_for(sync_engine, "connect")
                 def _pragmas(dbapi_conn: Any, _record: Any) -> None:
                     cur = dbapi_conn.cursor()
@@ -109,28 +111,31 @@ class Store:
             # at its first INSERT: what it reads (existing orders, the last
             # ids) cannot change before it writes. SQLAlchemy's documented
             # recipe for the sqlite drivers' own BEGIN handling.
-            for sync_engine in (self._write_engine.sync_engine, self._sync_writer):
-                @sa.event.listens_for(sync_engine, "connect")
-                def _no_driver_begin(dbapi_conn: Any, _record: Any) -> None:
-                    dbapi_conn.isolation_level = None
+            @sa.event.listens_for(self._sync_writer, "connect")
+            def _no_driver_begin(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None
 
-                @sa.event.listens_for(sync_engine, "begin")
-                def _begin_immediate(conn: Any) -> None:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+            @sa.event.listens_for(self._sync_writer, "begin")
+            def _begin_immediate(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     async def start(self) -> None:
-        path = self._write_engine.url.database
+        path = self.engine.url.database
         if self.engine.dialect.name == "sqlite" and path and path != ":memory:":
             create_private(path)
-        async with self._write_engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        if self._sync_writer is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._in_writer_thread, metadata.create_all)
+        else:
+            async with self._write_engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
         self._restrict_files()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     def _restrict_files(self) -> None:
         """Make an SQLite database created by an older version, or by hand,
         readable by this user only, as a new one is."""
-        path = self._write_engine.url.database
+        path = self.engine.url.database
         if self.engine.dialect.name != "sqlite" or not path or path == ":memory:":
             return
         for name in (path, path + "-wal", path + "-shm"):
@@ -152,7 +157,8 @@ class Store:
             await self._queue.put(None)
             await self._writer
             self._writer = None
-        await self._write_engine.dispose()
+        if self._write_engine is not None:
+            await self._write_engine.dispose()
         await self.engine.dispose()
         if self._sync_writer is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor,
