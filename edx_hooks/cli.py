@@ -149,6 +149,8 @@ async def _retry(store: Any, cfg: Any, args: argparse.Namespace) -> int:
 
 
 async def _replay(store: Any, cfg: Any, args: argparse.Namespace) -> int:
+    from tornado.httputil import HTTPHeaders
+
     from .store import NewDelivery, utcnow
     from .storefronts import by_provider
 
@@ -169,7 +171,7 @@ async def _replay(store: Any, cfg: Any, args: argparse.Namespace) -> int:
     headers = json.loads(original["headers"])
     endpoint = endpoint if endpoint in getattr(module, "TOPICS", {}) else (
         "order/create" if module.PROVIDER == "shopify" else "order")
-    outcome = module.receive(_Headers(headers), original["body"], settings, endpoint)
+    outcome = module.receive(HTTPHeaders(headers), original["body"], settings, endpoint)
     replay = NewDelivery(
         provider=original["provider"], endpoint=f"REPLAY {original['endpoint']}"[:200],
         received_at=utcnow(), client_ip=original["client_ip"], headers=headers,
@@ -184,16 +186,6 @@ async def _replay(store: Any, cfg: Any, args: argparse.Namespace) -> int:
           f"{len(recorded.new_failed)} failed on arrival; the running service picks them up "
           f"within {cfg.retry.sweep_seconds:g} s")
     return 0
-
-
-class _Headers(dict):
-    """Stored headers, looked up without regard to case as HTTP wants."""
-
-    def __init__(self, headers: dict[str, str]):
-        super().__init__({k.lower(): v for k, v in headers.items()})
-
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        return super().get(key.lower(), default)
 
 
 async def _prune(store: Any, cfg: Any, args: argparse.Namespace) -> int:

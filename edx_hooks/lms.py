@@ -116,10 +116,6 @@ class Pacer:
     def back_off(self, seconds: float) -> None:
         self._next = max(self._next, time.monotonic() + seconds)
 
-    @property
-    def waiting_seconds(self) -> float:
-        return max(0.0, self._next - time.monotonic())
-
 
 class LMSClient:
     def __init__(self, base_url: str, client_id: str, client_secret: str, *,

@@ -28,7 +28,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import logs
 from .store import Store, utcnow
-from .store.database import create_private
+from .store.database import create_private, sqlite_pragmas
 
 log = logging.getLogger("edx_hooks.scheduler")
 
@@ -94,14 +94,7 @@ def create(jobs_url: str) -> AsyncIOScheduler:
         # run; start-up rebuilds any job it lost (see resume), so it need not
         # survive a power cut and its commits skip the fsync (WAL + NORMAL
         # still survives a crash of the process).
-
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=10000")
-            cur.close()
+        sqlite_pragmas(engine, "normal")
 
     return AsyncIOScheduler(
         jobstores={"default": CachedSQLAlchemyJobStore(engine=engine),

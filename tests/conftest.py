@@ -152,6 +152,11 @@ class Harness:
         with sqlite3.connect(self.db_path) as conn:
             return conn.execute(query, args).fetchall()
 
+    def jobs(self) -> list[str]:
+        """The ids of the jobs in the SQLAlchemy job store."""
+        with sqlite3.connect(str(self.db_path) + ".jobs.db") as conn:
+            return [r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs ORDER BY id")]
+
     def items(self) -> list[dict[str, Any]]:
         with sqlite3.connect(self.db_path) as conn:
             conn.row_factory = sqlite3.Row

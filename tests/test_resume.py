@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import pytest
 
 from .conftest import line_item, shopify_order, until
-
-
-def jobs(harness) -> list[str]:
-    with sqlite3.connect(str(harness.db_path) + ".jobs.db") as conn:
-        return [r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs ORDER BY id")]
 
 
 @pytest.mark.gen_test
@@ -24,14 +18,14 @@ async def test_pending_items_are_resumed_after_restart(harness, lms):
     assert response.code == 200
     await harness.stop()
     # their job was due at once and kept in memory: it is gone with the process
-    assert jobs(harness) == []
+    assert harness.jobs() == []
     assert [i["state"] for i in harness.items()] == ["pending", "pending"]
     assert lms.calls == []
 
     await harness.start()
     await until(lambda: all(i["state"] == "enrolled" for i in harness.items()))
     assert sorted(c.form["identifiers"] for c in lms.calls) == ["a@example.org", "b@example.org"]
-    assert jobs(harness) == []
+    assert harness.jobs() == []
 
 
 @pytest.mark.gen_test
@@ -42,7 +36,7 @@ async def test_a_stored_retry_is_kept_across_a_restart_and_not_duplicated(harnes
     await harness.shopify(shopify_order(line_item()))
     await until(lambda: harness.items()[0]["attempts"] == 1)
     await harness.stop()
-    assert jobs(harness) == ["retry-1"]
+    assert harness.jobs() == ["retry-1"]
 
     service = await harness.start(retry={"delay_seconds": 1.5})
     from edx_hooks import scheduler
@@ -50,7 +44,7 @@ async def test_a_stored_retry_is_kept_across_a_restart_and_not_duplicated(harnes
     await until(lambda: harness.items()[0]["state"] == "enrolled")
     await asyncio.sleep(0.3)
     assert len(lms.calls) == 2 and harness.items()[0]["attempts"] == 2
-    assert jobs(harness) == []
+    assert harness.jobs() == []
 
 
 @pytest.mark.gen_test

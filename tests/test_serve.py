@@ -84,14 +84,8 @@ async def test_sigint_stops_it_too_and_pending_work_survives(harness, lms):
     await until(lambda: harness.items()[0]["attempts"] == 1)
     proc.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(proc.wait(), 20) == 0
-    [job] = harness_jobs(harness)
+    [job] = harness.jobs()
     assert job == "retry-1"  # its next attempt, an hour away, is kept
-
-
-def harness_jobs(harness) -> list[str]:
-    import sqlite3
-    with sqlite3.connect(str(harness.db_path) + ".jobs.db") as conn:
-        return [r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs")]
 
 
 @pytest.mark.parametrize("sections, env, expected", [

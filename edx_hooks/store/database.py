@@ -49,6 +49,19 @@ from .writes import (
 log = logging.getLogger("edx_hooks.store")
 
 
+def sqlite_pragmas(engine: sa.Engine, synchronous: str) -> None:
+    """WAL, the given ``synchronous`` level and a busy timeout on every new
+    connection of ``engine`` (a synchronous engine, or an async one's)."""
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+
 def create_private(path: str) -> None:
     """Create an SQLite file readable by this user only, if it does not exist
     yet; SQLite gives its WAL and shared-memory files the same permissions."""
@@ -96,16 +109,8 @@ class Store:
         self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         if self.engine.dialect.name == "sqlite":
-            level = sqlite_synchronous.upper()
             for sync_engine in (self.engine.sync_engine, self._sync_writer):
-                @sa.event.listens_for(sync_engine, "connect")
-                def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-                    cur = dbapi_conn.cursor()
-                    cur.execute("PRAGMA journal_mode=WAL")
-                    cur.execute(f"PRAGMA synchronous={level}")
-                    cur.execute("PRAGMA busy_timeout=10000")
-                    cur.execute("PRAGMA foreign_keys=ON")
-                    cur.close()
+                sqlite_pragmas(sync_engine, sqlite_synchronous)
 
             # The writer takes the write lock when its transaction begins, not
             # at its first INSERT: what it reads (existing orders, the last
