@@ -173,12 +173,14 @@ class Process:
     journald would take it: a pipe read by the load generator could fill up
     and stall the service)."""
 
-    def __init__(self, args: list[str], core: int | None, cwd: Path, env: dict | None = None):
+    def __init__(self, name: str, args: list[str], core: int | None, cwd: Path, logs: Path,
+                 env: dict | None = None):
         if core is not None and shutil.which("taskset"):
             args = ["taskset", "-c", str(core)] + args
         self.args, self.cwd, self.env = args, cwd, env
         self.proc: asyncio.subprocess.Process | None = None
-        self.log_path = cwd / f"{os.path.basename(args[-1])}-{id(self)}.log"
+        # in the run's scratch directory (or --logs), never the working directory
+        self.log_path = logs / f"{name}.log"
 
     async def start(self, ready: str, timeout: float = 30) -> None:
         self._log = open(self.log_path, "wb")
@@ -236,16 +238,18 @@ def enrollment_progress(db: Path) -> tuple[int, int, float | None]:
 
 async def run_scenario(name: str, requests: int, concurrency: int, items: int,
                        latency: float, pacing: int | None, lms_up: bool,
-                       wait_all: bool, workdir: Path) -> dict:
+                       wait_all: bool, workdir: Path, logs: Path) -> dict:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
     lms_port, port = free_port(), free_port()
     db = workdir / f"{name}.db"
-    lms = Process([sys.executable, "-m", "tests.standin_lms", "--port", str(lms_port),
-                   "--latency", str(latency)], LOAD_CORE, root, env)
+    lms = Process(f"{name}-lms", [sys.executable, "-m", "tests.standin_lms", "--port",
+                                  str(lms_port), "--latency", str(latency)],
+                  LOAD_CORE, root, logs, env)
     if name == "bare":
-        service = Process([sys.executable, "-m", "tests.benchmark.bare", "--port", str(port),
-                           "--db", str(db), "--secret", SECRET], SERVICE_CORE, workdir, env)
+        service = Process(name, [sys.executable, "-m", "tests.benchmark.bare", "--port",
+                                 str(port), "--db", str(db), "--secret", SECRET],
+                          SERVICE_CORE, workdir, logs, env)
     else:
         config = workdir / f"{name}.toml"
         pace = "" if pacing is None else f"max_calls_per_minute = {pacing}\n"
@@ -254,8 +258,8 @@ async def run_scenario(name: str, requests: int, concurrency: int, items: int,
             f'[lms]\nbase_url = "http://127.0.0.1:{lms_port}"\nclient_id = "edx-hooks"\n'
             f'client_secret = "{LMS_SECRET}"\n{pace}'
             f'[shopify]\nshop_domain = "{SHOP}"\nsecret = "{SECRET}"\n')
-        service = Process([sys.executable, "-m", "edx_hooks", "serve", "--config", str(config)],
-                          SERVICE_CORE, workdir, env)
+        service = Process(name, [sys.executable, "-m", "edx_hooks", "serve", "--config",
+                                 str(config)], SERVICE_CORE, workdir, logs, env)
     payloads = signed_requests(requests, items, port)
     try:
         if lms_up:
@@ -325,7 +329,8 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
             report = await run_scenario(
                 name, args.requests or requests, args.concurrency or concurrency,
                 args.items, latency if args.lms_latency is None else args.lms_latency,
-                pacing if args.pacing is None else args.pacing, lms_up, wait_all, Path(tmp))
+                pacing if args.pacing is None else args.pacing, lms_up, wait_all, Path(tmp),
+                args.logs or Path(tmp))
             reports.append(report)
             if not args.json:
                 show(report)
@@ -346,7 +351,12 @@ def main() -> None:
     parser.add_argument("--lms-latency", type=float, help="seconds the LMS takes to answer")
     parser.add_argument("--pacing", type=int, help="lms.max_calls_per_minute (0 = off)")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    parser.add_argument("--logs", type=Path, metavar="DIR",
+                        help="keep each process's log in DIR (default: a scratch directory "
+                             "removed at the end)")
     args = parser.parse_args()
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
     if shutil.which("taskset") and hasattr(os, "sched_setaffinity") and os.cpu_count() > 1:
         os.sched_setaffinity(0, {LOAD_CORE})
     if not args.json:
