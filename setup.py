@@ -1,20 +1,33 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# the version is defined once, in edx_hooks/__init__.py
+VERSION = re.search(r'^__version__ = "([^"]+)"',
+                    Path(__file__).with_name("edx_hooks").joinpath("__init__.py")
+                    .read_text(encoding="utf-8"), re.M).group(1)
 
 setup(
     name="edx-hooks",
-    version="0.1.0.dev0",
+    version=VERSION,
     description="Shopify and WooCommerce order webhooks in, Open edX enrollments out",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="AGPL-3.0-or-later",
     python_requires=">=3.11",
     packages=find_packages(include=["edx_hooks", "edx_hooks.*"]),
+    # the schema revisions, read by Alembic at start-up
+    package_data={"edx_hooks.store": ["migrations/*.py", "migrations/*.mako",
+                                      "migrations/*.ini", "migrations/versions/*.py"]},
     install_requires=[
         "tornado>=6.2,<7",
         "apscheduler>=3.10,<4",
         # the asyncio extra brings greenlet, which SQLAlchemy 2.1 no longer installs
         "sqlalchemy[asyncio]>=2.0,<3",
         "aiosqlite>=0.19",
+        # SQLAlchemy's own migration tool: the schema's versions and upgrades
+        "alembic>=1.13,<2",
     ],
     extras_require={
         # pytest-tornado 0.8.1 imports pkg_resources, which setuptools 82 removed

@@ -1,3 +1,3 @@
 """edx-hooks: storefront order webhooks in, Open edX enrollments out."""
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.2.0.dev0"

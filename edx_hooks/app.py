@@ -8,6 +8,7 @@ job per line item → ``jobs`` enrolls it through ``lms``.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import socket
@@ -36,8 +37,14 @@ ROUTES = (
     (r"/webhooks/woocommerce/order/update/?", "woocommerce", woocommerce, "order"),
 )
 
-#: How long stopping waits for requests and LMS calls already under way.
+#: How long stopping waits for requests under way.
 SHUTDOWN_GRACE_SECONDS = 5.0
+#: How much longer than lms.timeout_seconds stopping waits for an LMS call
+#: under way to finish and its outcome to be recorded.
+DRAIN_MARGIN_SECONDS = 5.0
+#: How often the service looks whether another process (the CLI's retry or
+#: replay) wrote to the database, to act on it at once.
+WATCH_SECONDS = 1.0
 
 
 class Service:
@@ -47,7 +54,8 @@ class Service:
         # Each committed batch's new line items get their job before any
         # request in that batch is answered.
         self.store = Store(cfg.database.url, cfg.database.sqlite_synchronous,
-                           after_commit=lambda ids: sched.schedule_new(self.scheduler, ids))
+                           after_commit=lambda ids: sched.schedule_new(self.scheduler, ids),
+                           rejected_budget=cfg.retention.rejected_max_bytes)
         lms = cfg.lms
         self.lms = LMSClient(lms.base_url, lms.client_id, lms.client_secret,
                              timeout=lms.timeout_seconds, auto_enroll=lms.auto_enroll,
@@ -89,8 +97,9 @@ class Service:
         jobs.bind(runtime)
         resumed = await sched.resume(self.store, self.scheduler)
         sched.start_sweep(self.store, self.scheduler, self.cfg.retry.sweep_seconds,
-                          busy=runtime.running)
-        self.scheduler.add_job(self.apply_retention, "interval", hours=1, id="retention",
+                          busy=runtime.running, watch_seconds=WATCH_SECONDS, track=jobs.tracked)
+        self.scheduler.add_job(jobs.tracked(self.apply_retention), "interval", hours=1,
+                               id="retention",
                                jobstore="memory", replace_existing=True,
                                next_run_time=dt.datetime.now(dt.UTC))
         self.scheduler.resume()
@@ -121,19 +130,28 @@ class Service:
         return deleted
 
     async def stop(self) -> None:
-        """Stop taking requests, let those under way finish, keep every job."""
+        """Stop taking requests and starting LMS calls at once; let requests
+        under way finish (up to SHUTDOWN_GRACE_SECONDS) and LMS calls under
+        way finish and record their outcome (up to lms.timeout_seconds +
+        DRAIN_MARGIN_SECONDS); keep every job; close the database."""
         if self.server is not None:
             self.server.stop()
+        if self.scheduler.running:
+            self.scheduler.pause()  # no job starts from here on
+        jobs.halt()
+        draining = asyncio.ensure_future(
+            jobs.drain(self.cfg.lms.timeout_seconds + DRAIN_MARGIN_SECONDS))
+        if self.server is not None:
             if not await self.inflight.wait_idle(SHUTDOWN_GRACE_SECONDS):
                 logs.event(log, logs.WARNING, "service.stop_timeout", what="requests",
-                       count=self.inflight.count)
+                           count=self.inflight.count)
             await self.server.close_all_connections()
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        interrupted = await jobs.drain(SHUTDOWN_GRACE_SECONDS)
+        interrupted = await draining
         if interrupted:
             logs.event(log, logs.WARNING, "service.stop_timeout", what="lms-calls",
-                       interrupted=interrupted)
+                       items=",".join(map(str, interrupted)))
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         jobs.bind(None)
         await self.store.close()
         self.lms.close()

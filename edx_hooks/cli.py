@@ -27,6 +27,7 @@ async def _serve(cfg: Any, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from .app import Service
+    from .store import SchemaError
 
     if config_mod.readable_by_others(cfg):
         logs.event(log, logs.WARNING, "config.readable", path=cfg.path,
@@ -40,6 +41,9 @@ async def _serve(cfg: Any, args: argparse.Namespace) -> int:
         raise Failure(f"cannot listen on {cfg.server.address}:{cfg.server.port}: "
                       f"{e.strerror or e}: set server.address/server.port or stop the other "
                       "process") from None
+    except SchemaError as e:
+        await service.stop()
+        raise Failure(str(e)) from None
     except SQLAlchemyError as e:
         reason = str(getattr(e, "orig", None) or e).splitlines()[0]
         raise Failure(f"cannot open the database ({reason}): check database.url and that its "
@@ -113,7 +117,10 @@ async def _order(store: Any, cfg: Any, args: argparse.Namespace) -> int:
         return 0
     for order in found:
         print(f"{order['provider']} order {order['external_id']} {order['name']} from "
-              f"{order['shop']}, received {order['created_at']:%Y-%m-%d %H:%M:%S} UTC")
+              f"{order['shop']}, received {order['created_at']:%Y-%m-%d %H:%M:%S} UTC"
+              + (f", {order['hold']}: its line items wait for the delivery that shows it "
+                 f"{'paid' if order['hold'] == 'awaiting-payment' else 'placed'}"
+                 if order["hold"] else ""))
         print("\ndeliveries:")
         print(_table([[d["id"], f"{d['received_at']:%Y-%m-%d %H:%M:%S}", d["client_ip"],
                        d["endpoint"], d["status"], d["reason"]] for d in order["deliveries"]],
@@ -123,12 +130,52 @@ async def _order(store: Any, cfg: Any, args: argparse.Namespace) -> int:
                        i["state"], i["attempts"], f"{i['updated_at']:%Y-%m-%d %H:%M:%S}",
                        i["reason"]] for i in order["items"]],
                      ["item", "line item", "sku", "course", "learner", "state", "attempts",
-                      "updated (UTC)", "error"]))
+                      "updated (UTC)", "reason"]))
+        if order["unenroll_requests"]:
+            print("\nrefunds and cancellations:")
+            print(_table([[f"{r['requested_at']:%Y-%m-%d %H:%M:%S}", r["why"],
+                           r["line_item_id"] or "(whole order)", r["delivery_id"]]
+                          for r in order["unenroll_requests"]],
+                         ["received (UTC)", "what", "line item", "delivery"]))
         print()
     return 0
 
 
 async def _retry(store: Any, cfg: Any, args: argparse.Namespace) -> int:
+    ids = await _set_pending_again(store, args)
+    print(f"{len(ids)} line item(s) set pending again: {', '.join(map(str, ids))}")
+    if args.wait is None:
+        print("the running service picks them up within a second (a stopped one at its next "
+              "start); `edx-hooks retry --wait` waits for their outcome")
+        return 0
+    return await _wait_for(store, ids, args.wait)
+
+
+async def _wait_for(store: Any, ids: list[int], timeout: float) -> int:
+    """Print each item's outcome as it comes; 0 if every one succeeded."""
+    from .store import ACTIVE, FAILED, UNENROLL_FAILED
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    left, ok = set(ids), True
+    while left:
+        for item in await store.items_by_id(sorted(left)):
+            if item["state"] in ACTIVE:
+                continue
+            left.discard(item["id"])
+            failed = item["state"] in (FAILED, UNENROLL_FAILED)
+            ok = ok and not failed
+            print(f"item {item['id']} ({item['provider']} order {item['order_external_id']}): "
+                  f"{item['state']}" + (f": {item['reason']}" if failed else ""), flush=True)
+        if left and asyncio.get_running_loop().time() > deadline:
+            print(f"still pending after {timeout:g} s: {', '.join(map(str, sorted(left)))} "
+                  "(is `edx-hooks serve` running? `edx-hooks order` shows where they are)")
+            return 1
+        if left:
+            await asyncio.sleep(0.25)
+    return 0 if ok else 1
+
+
+async def _set_pending_again(store: Any, args: argparse.Namespace) -> list[int]:
     if args.all_failed:
         ids = await store.retry_failed()
     elif args.item:
@@ -142,10 +189,7 @@ async def _retry(store: Any, cfg: Any, args: argparse.Namespace) -> int:
         ids = await store.retry_failed(order_ids=[o["id"] for o in found])
     if not ids:
         raise Failure("no failed line item matched: nothing to retry")
-    print(f"{len(ids)} line item(s) set pending again: {', '.join(map(str, ids))}")
-    print(f"the running service picks them up within {cfg.retry.sweep_seconds:g} s "
-          "(retry.sweep_seconds), a stopped one at its next start")
-    return 0
+    return ids
 
 
 async def _replay(store: Any, cfg: Any, args: argparse.Namespace) -> int:
@@ -184,7 +228,7 @@ async def _replay(store: Any, cfg: Any, args: argparse.Namespace) -> int:
         return 1
     print(f"{len(recorded.new_pending)} new line item(s) pending, "
           f"{len(recorded.new_failed)} failed on arrival; the running service picks them up "
-          f"within {cfg.retry.sweep_seconds:g} s")
+          "within a second")
     return 0
 
 
@@ -199,12 +243,15 @@ async def _prune(store: Any, cfg: Any, args: argparse.Namespace) -> int:
 async def _with_store(command: Any, cfg: Any, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .store import Store
+    from .store import SchemaError, Store
 
     store = Store(cfg.database.url, cfg.database.sqlite_synchronous)
     try:
-        await store.start()
+        # never created or upgraded here: that is `serve`'s, at start-up
+        await store.start(create=False)
         return await command(store, cfg, args)
+    except SchemaError as e:
+        raise Failure(str(e)) from None
     except SQLAlchemyError as e:
         reason = str(getattr(e, "orig", None) or e).splitlines()[0]
         raise Failure(f"database error ({reason}): check database.url") from None
@@ -213,13 +260,16 @@ async def _with_store(command: Any, cfg: Any, args: argparse.Namespace) -> int:
 
 
 async def _check(cfg: Any, args: argparse.Namespace) -> int:
+    from .store.migrate import status
+
     print(f"config OK: listening on {cfg.server.address}:{cfg.server.port}, database "
           f"{cfg.database.url}, storefronts: {', '.join(cfg.storefronts) or 'none'}")
+    line, ok = status(cfg.database.url)
+    print(line if ok else f"FAIL {line}")
     if not args.online:
-        return 0
+        return 0 if ok else 1
     from .lms import probe
 
-    ok = True
     for good, line in await probe(cfg.lms):
         print(("ok   " if good else "FAIL ") + line)
         ok = ok and good
@@ -231,6 +281,11 @@ def _date(value: str) -> dt.datetime:
         return dt.datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date like 2026-11-28") from None
+
+
+#: what `orders --state` selects: an order's state (see store.order_state)
+ORDER_STATES = ["pending", "enrolled", "failed", "unenrolled", "not-enrolled",
+                "awaiting-payment", "not-placed", "empty"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -247,7 +302,7 @@ def parser() -> argparse.ArgumentParser:
 
     command("serve", "run the webhook receiver")
     sub = command("orders", "list orders with their state, age and last error")
-    sub.add_argument("--state", choices=["pending", "enrolled", "failed", "empty"])
+    sub.add_argument("--state", choices=ORDER_STATES)
     sub.add_argument("--since", type=_date, metavar="DATE", help="received on or after DATE")
     sub.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
     sub.add_argument("--json", action="store_true", help="JSON for scripts")
@@ -258,12 +313,15 @@ def parser() -> argparse.ArgumentParser:
     sub = command("retry", "set failed line items pending again, with fresh attempts",
                   description="Set failed line items pending again, attempts counted from "
                               "zero, once the cause is fixed. The running service picks them "
-                              "up within retry.sweep_seconds; a stopped one at its next start.")
+                              "up within a second; a stopped one at its next start.")
     sub.add_argument("provider", nargs="?", choices=["shopify", "woocommerce"])
     sub.add_argument("order_id", nargs="?", help="the shop's order id")
     sub.add_argument("--item", type=int, nargs="+", metavar="ID",
                      help="line item ids (item=... in the log)")
     sub.add_argument("--all-failed", action="store_true", help="every failed line item")
+    sub.add_argument("--wait", type=float, nargs="?", const=600.0, metavar="SECONDS",
+                     help="wait for each item's outcome and print it (up to SECONDS, 600 "
+                          "by default); exit 1 if one failed again or is still pending")
     sub = command("replay", "process a stored delivery again, verified with the current config",
                   description="Process a stored delivery again (one rejected while a secret "
                               "was misconfigured, say), verified against the current config.")

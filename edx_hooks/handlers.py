@@ -177,7 +177,8 @@ class DeliveryHandler(web.RequestHandler):
             reason=outcome.reason, shop=outcome.shop)
 
     def _log_outcome(self, outcome: Outcome, recorded: Recorded) -> None:
-        """One line per delivery, and one per line item that failed on arrival."""
+        """One line per delivery, and one per line item that failed on arrival
+        or that an earlier refund or cancellation keeps from being enrolled."""
         delivery = {"provider": self.provider, "delivery": recorded.delivery_id}
         for warning in outcome.warnings:
             logs.event(log, logs.WARNING, "delivery.warning", **delivery, message=warning)
@@ -188,22 +189,30 @@ class DeliveryHandler(web.RequestHandler):
         elif outcome.unenroll is not None:
             logs.event(log, logs.INFO, "delivery.unenroll", **delivery, shop=outcome.shop,
                        order=outcome.unenroll.order_external_id, why=outcome.unenroll.why,
-                       unenroll_now=len(recorded.unenroll_now),
+                       unenroll=outcome.unenroll.act, unenroll_now=len(recorded.unenroll_now),
                        after_enrollment=len(recorded.unenroll_after),
-                       known_order=recorded.order_id is not None)
+                       not_enrolled=len(recorded.new_not_enrolled),
+                       known_order=(recorded.order_existed if outcome.order is not None
+                                    else recorded.order_id is not None), **outcome.extra)
         elif outcome.status < 300:
-            order = outcome.order.external_id if outcome.order else None
             logs.event(log, logs.INFO, "delivery.accepted", **delivery, shop=outcome.shop,
-                       order=order, new_items=len(recorded.new_pending),
-                       failed_items=len(recorded.new_failed), repeat=recorded.order_existed,
-                       **outcome.extra)
-            for item_id, reason in recorded.new_failed:
-                logs.event(log, logs.ERROR, "item.failed", provider=self.provider, order=order,
-                           item=item_id, attempt=0, reason=reason)
+                       order=outcome.order.external_id if outcome.order else None,
+                       reason=outcome.reason, new_items=len(recorded.new_pending),
+                       failed_items=len(recorded.new_failed),
+                       not_enrolled=len(recorded.new_not_enrolled),
+                       repeat=recorded.order_existed, **outcome.extra)
         else:
             logs.event(log, logs.WARNING, "delivery.rejected", **delivery,
                        status=outcome.status, reason=outcome.reason, shop=outcome.shop,
                        ip=self.request.remote_ip, **outcome.extra)
+            return
+        order = outcome.order.external_id if outcome.order else None
+        for item_id, reason in recorded.new_failed:
+            logs.event(log, logs.ERROR, "item.failed", provider=self.provider, order=order,
+                       item=item_id, attempt=0, reason=reason)
+        for item_id, reason in recorded.new_not_enrolled:
+            logs.event(log, logs.INFO, "item.not_enrolled", provider=self.provider,
+                       order=order, item=item_id, reason=reason)
 
     def _answer(self, status: int, reason: str, delivery_id: int | None) -> None:
         self.set_status(status)

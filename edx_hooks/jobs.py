@@ -1,17 +1,25 @@
-"""The enrollment job: one line item, one attempt, one LMS call.
+"""The enrollment job: its line items one after the other, one attempt and
+one LMS call each.
 
 APScheduler persists jobs by reference and with plain arguments, so the job
-is a module-level coroutine taking an item id; what it needs at run time
-(store, LMS client, scheduler, retry policy) is bound once at start-up with
+is a module-level coroutine taking item ids (``edx_hooks.jobs:enroll_items``:
+a stored job names it, so the name stays); what it needs at run time (store,
+LMS client, scheduler, retry policy) is bound once at start-up with
 :func:`bind`.
+
+Stopping (:func:`drain`) starts no new call, lets a call under way finish and
+its outcome be recorded, and leaves the rest pending for the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -22,15 +30,21 @@ from .store import (
     ACTIVE,
     ENROLLED,
     FAILED,
+    NOT_ENROLLED,
     PENDING,
     UNENROLL_FAILED,
     UNENROLL_PENDING,
     UNENROLLED,
     Store,
+    StoreClosed,
     utcnow,
 )
 
 log = logging.getLogger("edx_hooks.jobs")
+
+#: pauses between the tries at recording an outcome the LMS has given, before
+#: the item is left to its next attempt (which records it then)
+RECORD_TRIES = (0.0, 0.5)
 
 
 @dataclass
@@ -40,8 +54,19 @@ class Runtime:
     scheduler: AsyncIOScheduler
     attempts: int
     delay_seconds: float
+    #: items a job holds (waiting its turn, or at the LMS)
     running: set[int] = field(default_factory=set)
     tasks: set[asyncio.Task] = field(default_factory=set)
+    #: the jobs waiting for their turn at the LMS (the pacer)
+    waiting: set[asyncio.Task] = field(default_factory=set)
+    #: the jobs whose LMS call is under way, or whose outcome is being recorded
+    calling: dict[asyncio.Task, int] = field(default_factory=dict)
+    #: set by drain(): no new LMS call starts
+    stopping: bool = False
+    #: outcomes the LMS gave that the database did not take: item id ->
+    #: (expected state, values); recorded at the item's next attempt, without
+    #: a second call
+    unrecorded: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 _runtime: Runtime | None = None
@@ -52,28 +77,63 @@ def bind(runtime: Runtime | None) -> None:
     _runtime = runtime
 
 
-async def drain(timeout: float) -> int:
-    """Wait up to ``timeout`` seconds for running jobs, then interrupt the
-    rest; return how many were interrupted. Their items stay pending, so the
-    next start resumes them (their LMS call may then be repeated: the LMS
-    treats a repeated enroll as a no-op)."""
+def halt() -> None:
+    """From now on no LMS call starts; jobs waiting their turn leave at once
+    (nothing of theirs has reached the LMS; their items stay pending). The
+    others finish the step they are in (a database read, a call under way)
+    and leave before the next."""
     rt = _runtime
-    if rt is None or not rt.tasks:
-        return 0
-    _, pending = await asyncio.wait(set(rt.tasks), timeout=timeout)
-    for task in pending:
+    if rt is None:
+        return
+    rt.stopping = True
+    for task in list(rt.waiting):
         task.cancel()
-    if pending:
-        await asyncio.wait(pending, timeout=1.0)
-    return len(pending)
+
+
+def tracked(fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
+    """A housekeeping job (sweep, retention) that stopping lets finish, as it
+    lets a call under way finish, rather than cut off mid-query."""
+    @functools.wraps(fn)
+    async def run() -> None:
+        rt, task = _runtime, asyncio.current_task()
+        if rt is None or rt.stopping or task is None:
+            return
+        rt.tasks.add(task)
+        try:
+            await fn()
+        finally:
+            rt.tasks.discard(task)
+    return run
+
+
+async def drain(timeout: float) -> list[int]:
+    """Stop (:func:`halt`), and give a call under way up to ``timeout``
+    seconds to finish and have its outcome recorded. Returns the items whose
+    call was still under way then (interrupted: their call may be repeated at
+    the next start)."""
+    rt = _runtime
+    halt()
+    if rt is None or not rt.tasks:
+        return []
+    _, late = await asyncio.wait(set(rt.tasks), timeout=timeout)
+    interrupted = [rt.calling[t] for t in late if t in rt.calling]
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late, timeout=1.0)
+    return interrupted
 
 
 async def enroll_items(item_ids: list[int]) -> None:
-    """Make one attempt at enrolling each of these line items, one after the
-    other; schedule the next attempt where one is needed."""
+    """Make one attempt at each of these line items, one after the other;
+    schedule the next attempt where one is needed. A failure around one item
+    (say, the database refusing to record its outcome) stays with that item:
+    the others go on."""
     rt = _runtime
     if rt is None:
         raise RuntimeError("edx_hooks.jobs.bind() was not called")
+    if rt.stopping:
+        return
     # an item already in flight in another job is left to that job
     mine = [i for i in item_ids if i not in rt.running]
     rt.running.update(mine)
@@ -82,38 +142,99 @@ async def enroll_items(item_ids: list[int]) -> None:
         rt.tasks.add(task)
     left = list(mine)
     try:
-        while left:
-            await _attempt(rt, left[0])
-            rt.running.discard(left.pop(0))
+        while left and not rt.stopping:
+            item_id = left[0]
+            try:
+                await _attempt(rt, item_id)
+            except (asyncio.CancelledError, StoreClosed):
+                raise
+            except Exception:
+                logs.event(log, logs.ERROR, "item.error", item=item_id, exc_info=True)
+                _again(rt, item_id)
+            finally:
+                rt.running.discard(item_id)
+                left.pop(0)
     except asyncio.CancelledError:
-        # Stopping: these items stay pending and are resumed at the next start.
-        logs.event(log, logs.WARNING, "items.interrupted", items=",".join(map(str, left)))
+        if task in rt.calling:  # cut off mid-call, past the stop's bound
+            logs.event(log, logs.WARNING, "items.interrupted", items=rt.calling[task])
+    except StoreClosed:
+        pass  # stopping: the items stay pending, the next start resumes them
     finally:
         rt.running.difference_update(left)
         if task is not None:
             rt.tasks.discard(task)
+            rt.calling.pop(task, None)
+
+
+def _again(rt: Runtime, item_id: int) -> None:
+    """Give an item whose attempt broke off its next attempt, after the usual
+    delay; should even that fail, the sweep gives it one."""
+    try:
+        sched.schedule_retry(rt.scheduler, item_id,
+                             utcnow() + dt.timedelta(seconds=rt.delay_seconds))
+    except Exception:
+        logs.event(log, logs.ERROR, "schedule.failed", items=1, exc_info=True)
 
 
 async def _attempt(rt: Runtime, item_id: int) -> None:
     """One step of an item's work: enroll it (pending), or unenroll it
     (unenroll-pending, after a refund). An unenroll requested while the
-    enrollment was under way follows it here, in the same job: never a race."""
+    enrollment was under way follows it here, in the same job: never a race.
+    A pending item whose refund or cancellation has come is not enrolled."""
     # Wait for this attempt's turn at the LMS first: during a burst most
     # items wait here, and they need not hold a row read from the database.
-    await rt.lms.pacer.wait()
+    task = asyncio.current_task()
+    rt.waiting.add(task)
+    try:
+        await rt.lms.pacer.wait()
+    finally:
+        rt.waiting.discard(task)
+    if rt.stopping:
+        return
     item = await rt.store.item_for_job(item_id)
     if item is None or item["state"] not in ACTIVE:
+        rt.unrecorded.pop(item_id, None)
+        return
+    if rt.stopping:
         return
     ids = {"provider": item["provider"], "order": item["order_external_id"], "item": item_id}
+    if item_id in rt.unrecorded:
+        await _record_again(rt, item, ids)
+        return
+    if item["state"] == PENDING and item["withdrawn"]:
+        reason = f"{item['withdrawn']} before it was enrolled: not enrolled"
+        await rt.store.update(item_id, PENDING, state=NOT_ENROLLED, reason=reason,
+                              next_attempt_at=None)
+        logs.event(log, logs.INFO, "item.not_enrolled", **ids, reason=reason)
+        return
     action = "unenroll" if item["state"] == UNENROLL_PENDING else "enroll"
     attempt = item["attempts"] + 1
     logs.event(log, logs.DEBUG, "item.attempt", **ids, action=action, attempt=attempt,
                email=item["email"], sku=item["sku"])
-    course = item["course_id"]
+    rt.calling[task] = item_id
+    try:
+        await _call(rt, item, ids, action, attempt)
+    finally:
+        rt.calling.pop(task, None)
+    # a refund that came in during the enrollment: unenroll now, in this job
+    if action == "enroll":
+        fresh = await rt.store.item_for_job(item_id)
+        if fresh is not None and fresh["state"] == ENROLLED \
+                and fresh["unenroll_requested_at"] is not None:
+            await rt.store.update(item_id, ENROLLED, state=UNENROLL_PENDING, attempts=0,
+                                  next_attempt_at=utcnow(), pending_since=utcnow())
+            await _attempt(rt, item_id)
+
+
+async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -> None:
+    """The LMS call(s) of one attempt, and the recording of their outcome."""
+    item_id, course = item["id"], item["course_id"]
     try:
         if course is None:
             course = await rt.lms.resolve_sku(item["sku"])
             await rt.store.update(item_id, PENDING, course_id=course)
+            if rt.stopping:
+                return
         call = rt.lms.enroll if action == "enroll" else rt.lms.unenroll
         result = await call(course, item["email"], reason=_reason(item), slot_taken=True)
     except Throttled as e:
@@ -122,30 +243,66 @@ async def _attempt(rt: Runtime, item_id: int) -> None:
         await rt.store.update(item_id, item["state"], reason=str(e), next_attempt_at=when)
         sched.schedule_retry(rt.scheduler, item_id, when)
         logs.event(log, logs.WARNING, "item.throttled", **ids, retry_after=round(e.retry_after))
+        return
     except PermanentError as e:
         await _fail(rt, item, ids, attempt, str(e))
+        return
     except TransientError as e:
         await _transient(rt, item, ids, attempt, str(e))
+        return
     except Exception as e:  # a bug must leave a visible trace, not a stuck item
         logs.event(log, logs.ERROR, "item.error", **ids, attempt=attempt, exc_info=True)
         await _transient(rt, item, ids, attempt, f"internal error: {type(e).__name__}")
+        return
+    if action == "unenroll":
+        done = (UNENROLL_PENDING, dict(state=UNENROLLED, attempts=attempt, reason=None,
+                                        next_attempt_at=None))
+        event = dict(event="item.unenrolled", course=course, attempt=attempt)
     else:
-        if action == "unenroll":
-            await rt.store.update(item_id, UNENROLL_PENDING, state=UNENROLLED,
-                                  attempts=attempt, reason=None, next_attempt_at=None)
-            logs.event(log, logs.INFO, "item.unenrolled", **ids, course=course,
-                       attempt=attempt)
-            return
-        await rt.store.update(item_id, PENDING, state=ENROLLED, attempts=attempt, reason=None,
-                              next_attempt_at=None)
-        logs.event(log, logs.INFO, "item.enrolled", **ids, course=course, attempt=attempt,
-                   result=result)
-        # a refund that came in meanwhile: unenroll now, in this job
-        fresh = await rt.store.item_for_job(item_id)
-        if fresh is not None and fresh["unenroll_requested_at"] is not None:
-            await rt.store.update(item_id, ENROLLED, state=UNENROLL_PENDING, attempts=0,
-                                  next_attempt_at=utcnow())
-            await _attempt(rt, item_id)
+        done = (PENDING, dict(state=ENROLLED, attempts=attempt, reason=None,
+                              next_attempt_at=None))
+        event = dict(event="item.enrolled", course=course, attempt=attempt, result=result)
+    await _record(rt, item_id, ids, done, event)
+
+
+async def _record(rt: Runtime, item_id: int, ids: dict, done: tuple[str, dict[str, Any]],
+                  event: dict[str, Any]) -> bool:
+    """Record the outcome the LMS gave. Losing it would mean calling the LMS
+    again (and the learner getting its email again), so it is tried twice,
+    and if the database still refuses, kept in memory and recorded at the
+    item's next attempt, without a second call."""
+    expected, values = done
+    error = ""
+    for pause in RECORD_TRIES:
+        await asyncio.sleep(pause)
+        try:
+            await rt.store.update(item_id, expected, **values)
+        except StoreClosed:
+            raise
+        except Exception as e:
+            error = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            continue
+        rt.unrecorded.pop(item_id, None)
+        name = event.pop("event")
+        logs.event(log, logs.INFO, name, **ids, **event)
+        return True
+    rt.unrecorded[item_id] = (expected, {**values, "_event": event})
+    logs.event(log, logs.ERROR, "item.unrecorded", **ids, outcome=values["state"],
+               next_in=round(rt.delay_seconds), error=error)
+    _again(rt, item_id)
+    return False
+
+
+async def _record_again(rt: Runtime, item: dict, ids: dict) -> None:
+    """The next attempt of an item whose outcome the database did not take:
+    record it now, with no LMS call."""
+    expected, values = rt.unrecorded[item["id"]]
+    values = dict(values)
+    event = dict(values.pop("_event"))
+    if item["state"] != expected:
+        rt.unrecorded.pop(item["id"], None)
+        return
+    await _record(rt, item["id"], ids, (expected, values), event)
 
 
 async def _transient(rt: Runtime, item: dict, ids: dict, attempt: int, reason: str) -> None:
@@ -171,4 +328,3 @@ async def _fail(rt: Runtime, item: dict, ids: dict, attempt: int, reason: str) -
 def _reason(item: dict) -> str:
     """What the LMS audit log records: the order, findable from either side."""
     return f"edx-hooks {item['provider']} order {item['order_name']} ({item['shop']})"[:255]
-

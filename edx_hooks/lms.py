@@ -39,6 +39,20 @@ COURSE_ID_RE = re.compile(rf"course-v1:{_COURSE_PART}\+{_COURSE_PART}\+{_COURSE_
 _EMAIL_RE = re.compile(r"[^@\s,;<>()\[\]\\\"]+@[^@\s,;<>()\[\]\\\"]+\.[^@\s,;<>()\[\]\\\".]+")
 
 
+def origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of an absolute http(s) URL, the default port
+    spelled out; None for anything else."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+
+
 def is_course_id(value: str) -> bool:
     """A course id in the opaque-keys grammar: course-v1:ORG+COURSE+RUN."""
     return COURSE_ID_RE.fullmatch(value) is not None
@@ -123,7 +137,7 @@ class LMSClient:
                  email_students: bool = True, sku_prefix: str = "",
                  max_clients: int = 10, max_calls_per_minute: int = 100):
         self.base_url = base_url.rstrip("/")
-        self._host = urllib.parse.urlsplit(self.base_url).hostname
+        self._origin = origin(self.base_url)
         self._client_id = client_id
         self._client_secret = client_secret
         self.timeout = timeout
@@ -201,7 +215,8 @@ class LMSClient:
 
         Only the first redirect is read: following them all can end on a login
         page with the course id left only in a query string. The lookup never
-        leaves the LMS's host.
+        leaves the LMS: a redirect names a course only on the LMS's own
+        origin (scheme, host and port).
         """
         quoted = urllib.parse.quote(sku, safe="-._~")
         if quoted in (".", ".."):  # a dot-segment would climb out of the SKU prefix
@@ -216,10 +231,10 @@ class LMSClient:
         if response.code not in (301, 302, 303, 307, 308) or not location:
             raise PermanentError(f"SKU {sku!r} resolves to no course: HEAD {url} answered "
                                  f"{response.code} without a redirect")
-        target = urllib.parse.urlsplit(urllib.parse.urljoin(url, location))
+        target = urllib.parse.urljoin(url, location)
         course_id = None
-        if target.hostname == self._host:
-            segments = target.path.split("/")
+        if origin(target) == self._origin:
+            segments = urllib.parse.urlsplit(target).path.split("/")
             if "courses" in segments:
                 after = segments.index("courses") + 1
                 if after < len(segments):

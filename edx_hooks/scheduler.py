@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -164,17 +164,28 @@ async def resume(store: Store, scheduler: AsyncIOScheduler,
 
 
 def start_sweep(store: Store, scheduler: AsyncIOScheduler, seconds: float,
-                busy: Collection[int]) -> None:
+                busy: Collection[int], watch_seconds: float = 1.0,
+                track: Callable[[Callable], Callable] = lambda job: job) -> None:
     """Re-run :func:`resume` every ``seconds``, so an item whose job could not
-    be written (say, the job store's disk was full for a moment), or that an
-    operator set pending again, is picked up without a restart. Kept in
-    memory: it is re-created at start."""
+    be written (say, the job store's disk was full for a moment) is picked up
+    without a restart; and, within ``watch_seconds``, whenever another process
+    wrote to the database (an operator's ``edx-hooks retry`` or ``replay``).
+    Kept in memory: they are re-created at start. ``track`` wraps each, so
+    that stopping lets one under way finish."""
 
     async def sweep() -> None:
         restored = await resume(store, scheduler, busy)
         if restored:
-            logs.event(log, logs.WARNING, "scheduler.resumed", items=restored)
+            logs.event(log, logs.WARNING, "scheduler.resumed", items=restored, cause="sweep")
 
-    scheduler.add_job(sweep, "interval", seconds=seconds, id="sweep",
+    async def watch() -> None:
+        if await store.written_elsewhere():
+            restored = await resume(store, scheduler, busy)
+            if restored:
+                logs.event(log, logs.INFO, "scheduler.resumed", items=restored,
+                           cause="another-process")
+
+    scheduler.add_job(track(sweep), "interval", seconds=seconds, id="sweep",
                       jobstore="memory", replace_existing=True)
-
+    scheduler.add_job(track(watch), "interval", seconds=watch_seconds, id="watch",
+                      jobstore="memory", replace_existing=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -157,6 +158,31 @@ class Harness:
         with sqlite3.connect(str(self.db_path) + ".jobs.db") as conn:
             return [r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs ORDER BY id")]
 
+    async def quiet(self, timeout: float = 10.0) -> None:
+        """Wait until nothing more will happen by itself: no item due for an
+        attempt, no enrollment job running or due, the stand-in LMS answering
+        nothing. Then a test can assert that something did *not* happen
+        without betting on a sleep being long enough."""
+        await until(self._idle, timeout)
+        for _ in range(5):  # and still so a few turns of the loop later
+            await asyncio.sleep(0)
+            if not self._idle():
+                await until(self._idle, timeout)
+
+    def _idle(self) -> bool:
+        from edx_hooks import jobs
+        if self.lms.in_flight or due_items(self.db_path):
+            return False
+        runtime = jobs._runtime
+        if runtime is not None and (runtime.running or runtime.calling):
+            return False
+        if self.service is not None:
+            now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.05)
+            for job in self.service.scheduler.get_jobs():
+                if job.id.startswith(("enroll-", "retry-")) and job.next_run_time <= now:
+                    return False
+        return True
+
     def items(self) -> list[dict[str, Any]]:
         with sqlite3.connect(self.db_path) as conn:
             conn.row_factory = sqlite3.Row
@@ -169,6 +195,18 @@ class Harness:
 
 
 WOO_AGENT = "WooCommerce/9.4.2 Hookshot (WordPress/6.7.1)"
+
+
+def due_items(db_path: Path) -> int:
+    """Line items with work to do whose time has come (none: nothing is due)."""
+    if not db_path.exists():
+        return 0
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM items WHERE state IN ('pending', 'unenroll-pending') "
+            "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
+            (dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds"),)
+        ).fetchone()[0]
 
 
 class ServeProcess:
@@ -221,6 +259,18 @@ class ServeProcess:
 
     def lines(self, event: str) -> list[str]:
         return [line for line in self.log if f"event={event}" in line]
+
+    async def quiet(self, timeout: float = 15.0) -> None:
+        """As :meth:`Harness.quiet`, seen from outside the process: no item
+        due, the stand-in LMS answering nothing, and still so 0.3 s later
+        (the service acts on a due item within milliseconds)."""
+        def idle() -> bool:
+            return not self.harness.lms.in_flight and not due_items(self.harness.db_path)
+        while True:
+            await until(idle, timeout)
+            await asyncio.sleep(0.3)
+            if idle():
+                return
 
 
 @pytest.fixture

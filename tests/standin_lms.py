@@ -46,6 +46,7 @@ class StandinLMS:
         self.client_secret = client_secret
         self.expires_in = expires_in
         self.calls: list[Call] = []  # bulk_enroll requests, whatever the answer
+        self.in_flight = 0  # requests of any kind being answered now
         self.token_requests = 0
         self.valid_tokens: set[str] = set()
         self._serial = itertools.count(1)
@@ -119,6 +120,18 @@ class StandinLMS:
 class _Base(web.RequestHandler):
     def initialize(self, lms: StandinLMS) -> None:
         self.lms = lms
+
+    def prepare(self) -> None:
+        self.lms.in_flight += 1
+        self.counted = True
+
+    def on_finish(self) -> None:
+        if getattr(self, "counted", False):
+            self.counted = False
+            self.lms.in_flight -= 1
+
+    def on_connection_close(self) -> None:
+        self.on_finish()
 
     async def forced(self, queue: list[Forced]) -> bool:
         if not queue:

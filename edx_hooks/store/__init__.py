@@ -7,14 +7,20 @@ is that of a per-request commit at a fraction of the cost. Reads use their
 own connections; SQLite runs in WAL mode so they never wait for the writer.
 
 ``schema`` holds the tables and statements, ``writes`` the batch write
-operations, ``database`` the :class:`Store` that runs them.
+operations, ``database`` the :class:`Store` that runs them, ``migrate`` the
+schema versions and their upgrades (``migrations/versions``).
 """
 
-from .database import Store
+from .database import Store, StoreClosed
+from .migrate import SchemaError
 from .schema import (
     ACTIVE,
+    AWAITING_PAYMENT,
     ENROLLED,
     FAILED,
+    ITEM_STATES,
+    NOT_ENROLLED,
+    NOT_PLACED,
     PENDING,
     UNENROLL_FAILED,
     UNENROLL_PENDING,
@@ -33,8 +39,8 @@ from .schema import (
 )
 
 __all__ = [
-    "ACTIVE", "UNENROLL_FAILED", "UNENROLL_PENDING", "UNENROLLED", "Unenroll",
-    "ENROLLED", "FAILED", "PENDING", "NewDelivery", "NewItem",
-    "NewOrder", "Recorded", "Store", "deliveries", "items", "metadata", "order_state",
-    "orders", "utcnow",
+    "ACTIVE", "AWAITING_PAYMENT", "ENROLLED", "FAILED", "ITEM_STATES", "NOT_ENROLLED",
+    "NOT_PLACED", "PENDING", "UNENROLL_FAILED", "UNENROLL_PENDING", "UNENROLLED",
+    "NewDelivery", "NewItem", "NewOrder", "Recorded", "SchemaError", "Store", "StoreClosed",
+    "Unenroll", "deliveries", "items", "metadata", "order_state", "orders", "utcnow",
 ]

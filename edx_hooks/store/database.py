@@ -8,6 +8,7 @@ import concurrent.futures
 import datetime as dt
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,14 +18,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .. import logs
+from .migrate import SchemaError, Upgrade, prepare, prepare_sqlite, sqlite_path
 from .schema import (
     ACTIVE,
     ENROLLED,
     FAILED,
     ITEMS_FOR_JOB,
-    PENDING,
     UNENROLL_FAILED,
-    UNENROLL_PENDING,
     UNENROLLED,
     NewDelivery,
     NewOrder,
@@ -32,9 +32,9 @@ from .schema import (
     Unenroll,
     deliveries,
     items,
-    metadata,
     order_state,
     orders,
+    unenroll_requests,
     utcnow,
 )
 from .writes import (
@@ -47,6 +47,9 @@ from .writes import (
 )
 
 log = logging.getLogger("edx_hooks.store")
+
+#: what is kept of a rejected delivery's body once the budget is spent
+REJECTED_HEAD = 1024
 
 
 def sqlite_pragmas(engine: sa.Engine, synchronous: str) -> None:
@@ -71,6 +74,10 @@ def create_private(path: str) -> None:
         pass  # it exists; or it cannot be created, which opening it will report
 
 
+class StoreClosed(RuntimeError):
+    """A write asked of a store that is closing or closed."""
+
+
 @dataclass
 class _Write:
     #: a batch operation: op(connection, [args, ...]) -> [result, ...]
@@ -83,12 +90,23 @@ class Store:
     """Owns the engine and the writer task; every query is a method here."""
 
     def __init__(self, url: str, sqlite_synchronous: str = "full",
-                 after_commit: Callable[[list[int]], None] | None = None):
+                 after_commit: Callable[[list[int]], None] | None = None,
+                 rejected_budget: int = 32 * 1024 * 1024):
         """``after_commit`` is called with the ids of the line items each
         committed batch added in state pending, before any request waiting
-        on that batch is answered."""
+        on that batch is answered. ``rejected_budget``: bytes of rejected
+        deliveries' bodies kept in all (beyond it, only their first
+        :data:`REJECTED_HEAD` bytes)."""
         self.url = url
         self.after_commit = after_commit
+        self.rejected_budget = rejected_budget
+        #: bytes of rejected bodies kept now: counted at start, added to as
+        #: they come, subtracted from as retention deletes them
+        self.rejected_bytes = 0
+        self._budget_warned_at: float | None = None
+        self._trimmed_since_warning = 0
+        #: the writer connection's PRAGMA data_version when last read
+        self._data_version: int | None = None
         #: for reads; writes go through the writer task and its own engine
         self.engine: AsyncEngine = create_async_engine(url)
         #: writes to a server database: the async engine, one connection
@@ -108,6 +126,9 @@ class Store:
                 max_workers=1, thread_name_prefix="edx-hooks-writer")
         self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
+        self._closing = False
+        #: what start() found and did to the schema
+        self.upgrade: Upgrade | None = None
         if self.engine.dialect.name == "sqlite":
             for sync_engine in (self.engine.sync_engine, self._sync_writer):
                 sqlite_pragmas(sync_engine, sqlite_synchronous)
@@ -124,18 +145,30 @@ class Store:
             def _begin_immediate(conn: Any) -> None:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-    async def start(self) -> None:
-        path = self.engine.url.database
-        if self.engine.dialect.name == "sqlite" and path and path != ":memory:":
+    async def start(self, create: bool = True) -> None:
+        """Open the database and start the writer.
+
+        ``create`` (``edx-hooks serve``): create a new database, upgrade an
+        older schema in place. Without it (every other command) a database
+        that does not exist, or is not at the current schema, raises
+        :class:`SchemaError` and is left as it was.
+        """
+        path = sqlite_path(self.engine.url)
+        if path is not None and not os.path.exists(path):
+            if not create:
+                raise SchemaError(f"database {path} does not exist: check database.url "
+                                  "(only `edx-hooks serve` creates it)")
             create_private(path)
         if self._sync_writer is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._in_writer_thread, metadata.create_all)
+            self.upgrade = await asyncio.get_running_loop().run_in_executor(
+                self._executor, prepare_sqlite, self._sync_writer, create)
         else:
             async with self._write_engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
+                self.upgrade = await conn.run_sync(prepare, create, "the database")
         self._restrict_files()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        await self.count_rejected_bytes()
+        await self.written_elsewhere()  # from here on, another process's write is seen
 
     def _restrict_files(self) -> None:
         """Make an SQLite database created by an older version, or by hand,
@@ -157,9 +190,12 @@ class Store:
                            fix=f"chmod 600 {name}: it holds orders and learner emails")
 
     async def close(self) -> None:
-        """Commit what is queued, stop the writer, close the connections."""
+        """Commit what is queued, stop the writer, close the connections.
+        From the moment this is called, a new write fails at once with
+        :class:`StoreClosed`."""
+        self._closing = True
         if self._writer is not None:
-            await self._queue.put(None)
+            self._queue.put_nowait(None)
             await self._writer
             self._writer = None
         if self._write_engine is not None:
@@ -174,22 +210,31 @@ class Store:
 
     async def _submit(self, op: Callable[[Connection, list[tuple]], list[Any]],
                       *args: Any) -> Any:
-        if self._writer is None or self._writer.done():
-            raise RuntimeError("store is not running")
+        if self._closing or self._writer is None or self._writer.done():
+            raise StoreClosed("the database is closed: edx-hooks is stopping")
         fut = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Write(op, args, fut))
         return await fut
 
     async def _write_loop(self) -> None:
-        stopping = False
-        while not stopping:
-            batch = [await self._queue.get()]
+        """Commit what is queued, batch after batch, until close() says stop
+        (nothing can be queued after that). Should the loop itself fail, every
+        write still queued is failed rather than left waiting forever."""
+        try:
+            stopping = False
+            while not stopping:
+                batch = [await self._queue.get()]
+                while not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                stopping = None in batch
+                writes = [w for w in batch if w is not None]
+                if writes:
+                    await self._commit(writes)
+        finally:
             while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            stopping = None in batch
-            writes = [w for w in batch if w is not None]
-            if writes:
-                await self._commit(writes)
+                left = self._queue.get_nowait()
+                if left is not None and not left.future.done():
+                    left.future.set_exception(StoreClosed("the database was closed"))
 
     def _in_writer_thread(self, run: Callable[[Connection], Any]) -> Any:
         with self._sync_writer.begin() as conn:
@@ -243,8 +288,60 @@ class Store:
     async def record(self, delivery: NewDelivery, order: NewOrder | None = None,
                      unenroll: Unenroll | None = None) -> Recorded:
         """Store a delivery and, when it was accepted, its order and new line
-        items, or the unenrollment it asks for."""
+        items, or the unenrollment it asks for. A rejected delivery's body
+        counts against :attr:`rejected_budget`."""
+        if delivery.status >= 300:
+            self._budget(delivery)
         return await self._submit(record_many, delivery, order, unenroll)
+
+    def _budget(self, delivery: NewDelivery) -> None:
+        """Keep a rejected body whole while the kept ones stay within the
+        budget (so that `edx-hooks replay` can recover a genuine order
+        rejected while a secret was wrong); past it, its first
+        :data:`REJECTED_HEAD` bytes only. Warned once an hour, not per request."""
+        if len(delivery.body) > REJECTED_HEAD \
+                and self.rejected_bytes + len(delivery.body) > self.rejected_budget:
+            delivery.body = delivery.body[:REJECTED_HEAD]
+            self._trimmed_since_warning += 1
+            now = time.monotonic()
+            if self._budget_warned_at is None or now - self._budget_warned_at >= 3600:
+                self._budget_warned_at = now
+                logs.event(log, logs.WARNING, "retention.budget_full",
+                           kept_bytes=self.rejected_bytes, budget=self.rejected_budget,
+                           trimmed=self._trimmed_since_warning,
+                           fix="rejected deliveries keep their first 1 KiB only until "
+                               "retention.rejected_days removes older ones; see why they are "
+                               "rejected (event=delivery.rejected)")
+                self._trimmed_since_warning = 0
+        self.rejected_bytes += len(delivery.body)
+
+    async def count_rejected_bytes(self) -> int:
+        """Count the bytes of rejected bodies kept (at start, before any request)."""
+        query = sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(deliveries.c.body)), 0)) \
+            .where(deliveries.c.status >= 300)
+        async with self.engine.connect() as conn:
+            self.rejected_bytes = (await conn.execute(query)).scalar_one()
+        return self.rejected_bytes
+
+    async def written_elsewhere(self) -> bool:
+        """Whether another process (``edx-hooks retry``, ``replay``...) has
+        committed to the database since the last call. SQLite only: PRAGMA
+        data_version on the writer's own connection, which changes with every
+        commit but that connection's own; False elsewhere."""
+        if self._sync_writer is None or self._closing:
+            return False
+
+        def read() -> int:
+            raw = self._sync_writer.raw_connection()
+            try:
+                return raw.cursor().execute("PRAGMA data_version").fetchone()[0]
+            finally:
+                raw.close()
+
+        version = await asyncio.get_running_loop().run_in_executor(self._executor, read)
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return changed
 
     async def update(self, item_id: int, expected: str, **values: Any) -> bool:
         """Change a line item still in the ``expected`` state; False if it is not."""
@@ -264,7 +361,9 @@ class Store:
 
     async def delete_rejected(self, before: dt.datetime) -> int:
         """Delete rejected deliveries received before ``before``; return how many."""
-        return await self._submit(delete_rejected, before)
+        deleted, kept = await self._submit(delete_rejected, before)
+        self.rejected_bytes = max(0, self.rejected_bytes - kept)
+        return deleted
 
     async def check_writable(self) -> None:
         """Commit a write through the writer; raises if the database refuses it."""
@@ -277,6 +376,14 @@ class Store:
         async with self.engine.connect() as conn:
             row = (await conn.execute(ITEMS_FOR_JOB, {"item_id": item_id})).mappings().first()
         return dict(row) if row else None
+
+    async def items_by_id(self, item_ids: list[int]) -> list[dict[str, Any]]:
+        """These line items' state and reason, with their order's provider and id."""
+        return await self._all(
+            sa.select(items.c.id, items.c.state, items.c.reason, items.c.attempts,
+                      orders.c.provider, orders.c.external_id.label("order_external_id"))
+            .join(orders, items.c.order_id == orders.c.id)
+            .where(items.c.id.in_(item_ids)).order_by(items.c.id))
 
     async def pending_items(self) -> list[tuple[int, dt.datetime | None]]:
         """Every line item not yet enrolled or failed, with when it is due."""
@@ -332,6 +439,13 @@ class Store:
         found = await self._all(sa.select(orders).where(orders.c.provider == provider,
                                                         orders.c.external_id == external_id))
         for order in found:
+            order["unenroll_requests"] = await self._all(
+                sa.select(unenroll_requests.c.line_item_id, unenroll_requests.c.why,
+                          unenroll_requests.c.delivery_id, unenroll_requests.c.requested_at)
+                .where(unenroll_requests.c.provider == provider,
+                       unenroll_requests.c.shop == order["shop"],
+                       unenroll_requests.c.order_external_id == external_id)
+                .order_by(unenroll_requests.c.id))
             order["deliveries"] = await self._all(
                 sa.select(deliveries.c.id, deliveries.c.received_at, deliveries.c.client_ip,
                           deliveries.c.endpoint, deliveries.c.status, deliveries.c.reason)
@@ -349,9 +463,8 @@ class Store:
         query = sa.select(
             sa.func.sum(sa.case((items.c.state.in_(ACTIVE), 1), else_=0)),
             sa.func.sum(sa.case((items.c.state.in_((FAILED, UNENROLL_FAILED)), 1), else_=0)),
-            sa.func.min(sa.case((items.c.state == PENDING, items.c.created_at),
-                                (items.c.state == UNENROLL_PENDING,
-                                 items.c.unenroll_requested_at))))
+            sa.func.min(sa.case((items.c.state.in_(ACTIVE),
+                                 sa.func.coalesce(items.c.pending_since, items.c.created_at)))))
         async with self.engine.connect() as conn:
             pending, failed, oldest = (await conn.execute(query)).one()
         age = (utcnow() - oldest).total_seconds() if oldest else 0.0

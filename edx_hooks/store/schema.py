@@ -11,8 +11,15 @@ import sqlalchemy as sa
 PENDING, ENROLLED, FAILED = "pending", "enrolled", "failed"
 #: after a refund or cancellation (with unenroll_on_refund)
 UNENROLL_PENDING, UNENROLLED, UNENROLL_FAILED = "unenroll-pending", "unenrolled", "unenroll-failed"
+#: refunded or cancelled before it was enrolled: never enrolled
+NOT_ENROLLED = "not-enrolled"
 #: states in which a line item still has LMS work to do
 ACTIVE = (PENDING, UNENROLL_PENDING)
+#: every state a line item can be in
+ITEM_STATES = (PENDING, ENROLLED, FAILED, UNENROLL_PENDING, UNENROLLED, UNENROLL_FAILED,
+               NOT_ENROLLED)
+#: why an order is recorded without its line items (``orders.hold``)
+AWAITING_PAYMENT, NOT_PLACED = "awaiting-payment", "not-placed"
 
 metadata = sa.MetaData()
 
@@ -47,10 +54,12 @@ orders = sa.Table(
     sa.Column("name", sa.String(255), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False, index=True),
     sa.Column("updated_at", sa.DateTime, nullable=False),
-    #: recorded before payment (require_payment): its items come with the paid delivery
-    sa.Column("awaiting_payment", sa.Boolean, nullable=False, default=False),
     sa.UniqueConstraint("provider", "shop", "external_id", name="uq_order"),
     sa.insert_sentinel("sentinel"),
+    #: recorded without its line items, and why: awaiting-payment (require_payment)
+    #: or not-placed (a checkout draft...); they come with the delivery that
+    #: shows it paid or placed, which clears this
+    sa.Column("hold", sa.String(32)),
 )
 
 items = sa.Table(
@@ -72,6 +81,24 @@ items = sa.Table(
     sa.Column("unenroll_requested_at", sa.DateTime),
     sa.UniqueConstraint("order_id", "external_id", name="uq_item"),
     sa.insert_sentinel("sentinel"),
+    #: when it last became pending or unenroll-pending (the health check's age)
+    sa.Column("pending_since", sa.DateTime),
+)
+
+#: every refund and cancellation received, by the shop's ids: one that comes
+#: before its order (or before the line item) still applies when it arrives
+unenroll_requests = sa.Table(
+    "unenroll_requests", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("shop", sa.String(255), nullable=False),
+    sa.Column("order_external_id", sa.String(64), nullable=False),
+    #: None: the whole order
+    sa.Column("line_item_id", sa.String(64)),
+    sa.Column("why", sa.String(32), nullable=False),
+    sa.Column("delivery_id", sa.Integer, sa.ForeignKey("deliveries.id")),
+    sa.Column("requested_at", sa.DateTime, nullable=False),
+    sa.Index("ix_unenroll_requests_order", "provider", "shop", "order_external_id"),
 )
 
 
@@ -120,17 +147,23 @@ class NewOrder:
     external_id: str
     name: str
     items: list[NewItem] = field(default_factory=list)
-    awaiting_payment: bool = False
+    #: recorded without acting on its items, and why (AWAITING_PAYMENT,
+    #: NOT_PLACED); a later delivery without a hold releases it
+    hold: str | None = None
 
 
 @dataclass
 class Unenroll:
-    """Unenroll an order's line items: those named, or all of them (None)."""
+    """A refund or cancellation of an order's line items: those named, or all
+    of them (None). Recorded whatever ``act`` says, so that an item it names
+    is never enrolled afterwards, even if it arrives later; with ``act``
+    (unenroll_on_refund) an enrolled item is also unenrolled."""
     provider: str
     shop: str
     order_external_id: str
     line_item_ids: list[str] | None
     why: str
+    act: bool = True
 
 
 @dataclass
@@ -141,6 +174,9 @@ class Recorded:
     new_pending: list[int] = field(default_factory=list)
     #: (id, reason) of the line items this delivery added already failed
     new_failed: list[tuple[int, str]] = field(default_factory=list)
+    #: (id, reason) of the line items this delivery added that a refund or
+    #: cancellation received earlier keeps from being enrolled
+    new_not_enrolled: list[tuple[int, str]] = field(default_factory=list)
     order_existed: bool = False
     #: ids of the line items this delivery set to be unenrolled, and of those
     #: that will be once their enrollment is done
@@ -157,9 +193,15 @@ FIND_ORDERS = sa.select(orders.c.id, orders.c.provider, orders.c.shop, orders.c.
 INSERT_ORDERS = orders.insert().returning(orders.c.id, sort_by_parameter_order=True)
 TOUCH_ORDERS = orders.update().where(orders.c.id.in_(sa.bindparam("ids", expanding=True))) \
     .values(updated_at=sa.bindparam("now"))
-ORDERS_PAID = orders.update().where(orders.c.id.in_(sa.bindparam("ids", expanding=True)),
-                                   orders.c.awaiting_payment.is_(True)) \
-    .values(awaiting_payment=False)
+RELEASE_ORDERS = orders.update().where(orders.c.id.in_(sa.bindparam("ids", expanding=True)),
+                                      orders.c.hold.is_not(None)).values(hold=None)
+FIND_UNENROLLS = sa.select(unenroll_requests.c.provider, unenroll_requests.c.shop,
+                           unenroll_requests.c.order_external_id,
+                           unenroll_requests.c.line_item_id, unenroll_requests.c.why,
+                           unenroll_requests.c.delivery_id) \
+    .where(sa.tuple_(unenroll_requests.c.provider, unenroll_requests.c.shop,
+                     unenroll_requests.c.order_external_id)
+           .in_(sa.bindparam("keys", expanding=True)))
 KNOWN_ITEMS = sa.select(items.c.order_id, items.c.external_id) \
     .where(items.c.order_id.in_(sa.bindparam("ids", expanding=True)))
 INSERT_DELIVERIES = deliveries.insert().returning(deliveries.c.id,
@@ -168,23 +210,35 @@ INSERT_ITEMS = items.insert().returning(items.c.id, sort_by_parameter_order=True
 #: SET whatever columns the parameters name, on an item still in the expected state
 UPDATE_ITEM = items.update().where(items.c.id == sa.bindparam("item_id"),
                                    items.c.state == sa.bindparam("expected"))
+#: the refund or cancellation, if any, received for an item (or its whole order)
+_WITHDRAWN = (sa.select(unenroll_requests.c.why)
+              .where(unenroll_requests.c.provider == orders.c.provider,
+                     unenroll_requests.c.shop == orders.c.shop,
+                     unenroll_requests.c.order_external_id == orders.c.external_id,
+                     sa.or_(unenroll_requests.c.line_item_id.is_(None),
+                            unenroll_requests.c.line_item_id == items.c.external_id))
+              .order_by(unenroll_requests.c.id).limit(1).scalar_subquery())
 ITEMS_FOR_JOB = (
     sa.select(items, orders.c.name.label("order_name"),
-              orders.c.external_id.label("order_external_id"), orders.c.provider, orders.c.shop)
+              orders.c.external_id.label("order_external_id"), orders.c.provider, orders.c.shop,
+              _WITHDRAWN.label("withdrawn"))
     .join(orders, items.c.order_id == orders.c.id)
     .where(items.c.id == sa.bindparam("item_id")))
 
 
 def order_state(counts: dict[str, int]) -> str:
     """An order's state follows from its items': pending while any has work
-    to do, failed if any failed, unenrolled when all are, enrolled otherwise;
-    ``awaiting-payment`` or ``empty`` without items."""
+    to do, failed if any failed, enrolled if any is, unenrolled if any was,
+    not-enrolled when all were withdrawn before enrollment. Without items:
+    its hold (awaiting-payment, not-placed), or ``empty``."""
     if not counts["items"]:
-        return "awaiting-payment" if counts.get("awaiting_payment") else "empty"
+        return counts.get("hold") or "empty"
     if counts["pending"]:
         return PENDING
     if counts["failed"]:
         return FAILED
-    if counts.get("unenrolled") == counts["items"]:
+    if counts["enrolled"]:
+        return ENROLLED
+    if counts["unenrolled"]:
         return UNENROLLED
-    return ENROLLED
+    return NOT_ENROLLED

@@ -17,12 +17,14 @@ from .schema import (
     ENROLLED,
     FAILED,
     FIND_ORDERS,
+    FIND_UNENROLLS,
     INSERT_DELIVERIES,
     INSERT_ITEMS,
     INSERT_ORDERS,
     KNOWN_ITEMS,
-    ORDERS_PAID,
+    NOT_ENROLLED,
     PENDING,
+    RELEASE_ORDERS,
     TOUCH_ORDERS,
     UNENROLL_FAILED,
     UNENROLL_PENDING,
@@ -34,6 +36,7 @@ from .schema import (
     deliveries,
     heartbeat,
     items,
+    unenroll_requests,
     utcnow,
 )
 
@@ -46,19 +49,25 @@ def chunks(values: list, size: int = 400) -> Iterator[list]:
 def record_many(conn: Connection,
                 requests: list[tuple[NewDelivery, NewOrder | None, Unenroll | None]]
                 ) -> list[Recorded]:
-    """Store a batch of deliveries with their orders and new line items.
+    """Store a batch of deliveries with their orders, new line items and
+    unenroll requests.
 
     A handful of statements for the whole batch, whatever its size: this is
     what lets one process accept more than a thousand orders a second.
     Deliveries of the same order in one batch are handled in arrival order.
+    A new line item that a refund or cancellation received earlier (or in
+    this batch) names is stored as not-enrolled: never enrolled.
     """
     def key(order: NewOrder) -> tuple[str, str, str]:
         return order.provider, order.shop, order.external_id
 
+    def target(u: Unenroll) -> tuple[str, str, str]:
+        return u.provider, u.shop, u.order_external_id
+
     unenrolls = [u for _, _, u in requests]
     requests = [(d, o) for d, o, _ in requests]
     wanted = list(dict.fromkeys(key(o) for _, o in requests if o is not None))
-    targets = [(u.provider, u.shop, u.order_external_id) for u in unenrolls if u is not None]
+    targets = [target(u) for u in unenrolls if u is not None]
     order_ids: dict[tuple[str, str, str], int] = {}
     for chunk in chunks(list(dict.fromkeys(wanted + targets))):
         for row in conn.execute(FIND_ORDERS, {"keys": chunk}):
@@ -71,18 +80,17 @@ def record_many(conn: Connection,
             new_orders[key(o)] = dict(provider=o.provider, shop=o.shop,
                                       external_id=o.external_id, name=o.name[:255],
                                       created_at=d.received_at, updated_at=d.received_at,
-                                      awaiting_payment=o.awaiting_payment)
+                                      hold=o.hold)
     if new_orders:
         inserted = conn.execute(INSERT_ORDERS, list(new_orders.values()))
         order_ids.update(zip(new_orders, inserted.scalars(), strict=True))
     if stored_before:
         conn.execute(TOUCH_ORDERS, {"ids": [order_ids[k] for k in stored_before],
                                     "now": max(d.received_at for d, _ in requests)})
-    if stored_before or any(o.awaiting_payment for _, o in requests if o is not None):
-        paid = {order_ids[key(o)] for _, o in requests if o is not None
-                and not o.awaiting_payment}
-        if paid:
-            conn.execute(ORDERS_PAID, {"ids": list(paid)})
+    if stored_before or any(o.hold for _, o in requests if o is not None):
+        released = {order_ids[key(o)] for _, o in requests if o is not None and not o.hold}
+        if released:
+            conn.execute(RELEASE_ORDERS, {"ids": list(released)})
 
     known: set[tuple[int, str]] = set()
     for chunk in chunks([order_ids[k] for k in stored_before]):
@@ -90,16 +98,27 @@ def record_many(conn: Connection,
 
     delivery_rows = []
     for (d, o), u in zip(requests, unenrolls, strict=True):
-        target = key(o) if o is not None else (
-            (u.provider, u.shop, u.order_external_id) if u is not None else None)
+        about = key(o) if o is not None else (target(u) if u is not None else None)
         delivery_rows.append(dict(
             provider=d.provider, endpoint=d.endpoint, received_at=d.received_at,
             client_ip=d.client_ip, headers=json.dumps(d.headers, ensure_ascii=False),
             body=d.body, body_size=d.body_size, status=d.status, reason=d.reason[:200],
-            shop=d.shop, order_id=order_ids.get(target) if target else None))
+            shop=d.shop, order_id=order_ids.get(about) if about else None))
     delivery_ids = conn.execute(INSERT_DELIVERIES, delivery_rows).scalars().all()
-
     records = [Recorded(delivery_id=i) for i in delivery_ids]
+
+    # Refunds and cancellations: every one is kept, known order or not.
+    request_rows = [
+        dict(provider=u.provider, shop=u.shop, order_external_id=u.order_external_id,
+             line_item_id=line, why=u.why[:32], delivery_id=rec.delivery_id,
+             requested_at=utcnow())
+        for rec, u in zip(records, unenrolls, strict=True) if u is not None
+        for line in (u.line_item_ids if u.line_item_ids is not None else [None])]
+    if request_rows:
+        conn.execute(unenroll_requests.insert(), request_rows)
+    withdrawn = _withdrawn(conn, new_orders, order_ids,
+                           [key(o) for _, o in requests if o is not None and o.items])
+
     item_rows, owners = [], []
     seen: set[tuple[str, str, str]] = set()
     for rec, (d, o) in zip(records, requests, strict=True):
@@ -108,37 +127,73 @@ def record_many(conn: Connection,
         rec.order_id = order_ids[key(o)]
         rec.order_existed = key(o) in stored_before or key(o) in seen
         seen.add(key(o))
+        if o.hold:
+            continue  # its items come with the delivery that releases it
         for item in o.items:
             if (rec.order_id, item.external_id) in known:
                 continue
             known.add((rec.order_id, item.external_id))
+            why = withdrawn.get((key(o), item.external_id)) or withdrawn.get((key(o), None))
+            if why:
+                state, reason = NOT_ENROLLED, f"{why} before it was enrolled: not enrolled"
+            elif item.failure:
+                state, reason = FAILED, item.failure
+            else:
+                state, reason = PENDING, None
             item_rows.append(dict(
                 order_id=rec.order_id, external_id=item.external_id, sku=item.sku,
-                email=item.email, course_id=item.course_id,
-                state=FAILED if item.failure else PENDING, reason=item.failure, attempts=0,
-                created_at=d.received_at, updated_at=d.received_at,
-                next_attempt_at=None if item.failure else d.received_at))
-            owners.append((rec, item.failure))
+                email=item.email, course_id=item.course_id, state=state, reason=reason,
+                attempts=0, created_at=d.received_at, updated_at=d.received_at,
+                pending_since=d.received_at,
+                next_attempt_at=d.received_at if state == PENDING else None))
+            owners.append((rec, state, reason))
     if item_rows:
         item_ids = conn.execute(INSERT_ITEMS, item_rows).scalars().all()
-        for item_id, (rec, failure) in zip(item_ids, owners, strict=True):
-            if failure:
-                rec.new_failed.append((item_id, failure))
-            else:
+        for item_id, (rec, state, reason) in zip(item_ids, owners, strict=True):
+            if state == PENDING:
                 rec.new_pending.append(item_id)
+            elif state == FAILED:
+                rec.new_failed.append((item_id, reason))
+            else:
+                rec.new_not_enrolled.append((item_id, reason))
     for rec, unenroll in zip(records, unenrolls, strict=True):
-        order_id = unenroll and order_ids.get(
-            (unenroll.provider, unenroll.shop, unenroll.order_external_id))
+        order_id = unenroll and order_ids.get(target(unenroll))
         if order_id:
             request_unenroll(conn, rec, order_id, unenroll)
     return records
 
 
+def _withdrawn(conn: Connection, new_orders: dict, order_ids: dict, with_items: list[tuple]
+               ) -> dict[tuple[tuple[str, str, str], str | None], str]:
+    """Refunds and cancellations received for orders that get line items in
+    this batch, by (order key, line item id or None for the whole order); and
+    a new order's early ones get its id on their delivery, so that `edx-hooks
+    order` tells the whole story."""
+    keys = list(dict.fromkeys(with_items + list(new_orders)))
+    found: dict[tuple[tuple[str, str, str], str | None], str] = {}
+    early: dict[int, list[int]] = {}
+    for chunk in chunks(keys):
+        for provider, shop, order, line, why, delivery in conn.execute(FIND_UNENROLLS,
+                                                                       {"keys": chunk}):
+            found.setdefault(((provider, shop, order), line), why)
+            if (provider, shop, order) in new_orders and delivery is not None:
+                early.setdefault(order_ids[(provider, shop, order)], []).append(delivery)
+    for order_id, delivery_ids in early.items():
+        conn.execute(deliveries.update().where(deliveries.c.id.in_(delivery_ids),
+                                               deliveries.c.order_id.is_(None))
+                     .values(order_id=order_id))
+    return found
+
+
 def request_unenroll(conn: Connection, rec: Recorded, order_id: int,
                      unenroll: Unenroll) -> None:
-    """Mark an order's line items to be unenrolled, each once: an enrolled one
-    now, a pending one after its enrollment (never racing it)."""
+    """Apply a refund or cancellation to an order's known line items: with
+    ``act``, unenroll an enrolled one now and a pending one after its
+    enrollment (never racing it; its job skips the enrollment if it has not
+    started it). Each once."""
     rec.order_id = order_id
+    if not unenroll.act:
+        return
     query = sa.select(items.c.id, items.c.external_id, items.c.state,
                       items.c.unenroll_requested_at).where(items.c.order_id == order_id)
     now = utcnow()
@@ -149,7 +204,7 @@ def request_unenroll(conn: Connection, rec: Recorded, order_id: int,
             conn.execute(UPDATE_ITEM, {
                 "item_id": item_id, "expected": ENROLLED, "state": UNENROLL_PENDING,
                 "attempts": 0, "reason": None, "next_attempt_at": now,
-                "unenroll_requested_at": now, "updated_at": now})
+                "unenroll_requested_at": now, "pending_since": now, "updated_at": now})
             rec.unenroll_now.append(item_id)
         elif state == PENDING and requested is None:
             conn.execute(UPDATE_ITEM, {"item_id": item_id, "expected": PENDING,
@@ -189,7 +244,7 @@ def retry_failed(conn: Connection, item_ids: list[int] | None,
         if ids:
             conn.execute(items.update().where(items.c.id.in_(ids)).values(
                 state=after, attempts=0, reason="retry requested by an operator",
-                next_attempt_at=now, updated_at=now))
+                next_attempt_at=now, pending_since=now, updated_at=now))
     return [i for i, _ in rows]
 
 
@@ -207,11 +262,14 @@ def prune(conn: Connection, before: dt.datetime) -> int:
 
 
 @each
-def delete_rejected(conn: Connection, before: dt.datetime) -> int:
-    """Delete rejected deliveries (they have no order) received before ``before``."""
-    return conn.execute(deliveries.delete().where(
-        deliveries.c.status >= 300, deliveries.c.order_id.is_(None),
-        deliveries.c.received_at < before)).rowcount
+def delete_rejected(conn: Connection, before: dt.datetime) -> tuple[int, int]:
+    """Delete rejected deliveries (they have no order) received before
+    ``before``; return how many, and the bytes of body they kept."""
+    old = sa.and_(deliveries.c.status >= 300, deliveries.c.order_id.is_(None),
+                  deliveries.c.received_at < before)
+    kept = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(
+        deliveries.c.body)), 0)).where(old)).scalar_one()
+    return conn.execute(deliveries.delete().where(old)).rowcount, kept
 
 
 @each

@@ -12,6 +12,11 @@ Endpoints and the topics they act on:
 - ``order/cancelled``: ``orders/cancelled`` unenrolls the whole order;
 - ``refund/create``: ``refunds/create`` unenrolls the refunded line items.
 
+Refunds and cancellations are recorded whatever ``unenroll_on_refund`` says:
+a line item they name is never enrolled afterwards, even when the order
+arrives after them (Shopify does not order deliveries of different topics).
+``unenroll_on_refund`` decides only whether an enrolled item is unenrolled.
+
 A delivery for another topic is stored, logged and answered 200 (so Shopify
 neither retries nor disables the webhook) but not acted on.
 """
@@ -22,7 +27,7 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from ..store import NewOrder, Unenroll
+from ..store import AWAITING_PAYMENT, NewOrder, Unenroll
 from . import (
     Outcome,
     external_id,
@@ -70,24 +75,30 @@ def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace
     order_id = external_id(doc.get("id"))
     if order_id is None:
         return rejected(400, "order-id-missing", shop_domain)
-    if endpoint == "order/cancelled":
-        if not shop.unenroll_on_refund:
-            return ignored("unenroll-off", shop_domain)
-        return Outcome(200, "cancellation", shop_domain,
-                       unenroll=Unenroll(PROVIDER, shop_domain, order_id, None, "cancelled"))
     if doc.get("test") is True and not shop.accept_test_orders:
         return ignored("test-order-ignored", shop_domain)
-    name = doc.get("name")
-    if not isinstance(name, str) or not name.strip():
-        name = f"#{order_id}"
+    if endpoint == "order/cancelled":
+        # Kept whatever unenroll_on_refund says: an item of a cancelled order
+        # is never enrolled, even if the order itself arrives only later.
+        return Outcome(200, "cancellation" if shop.unenroll_on_refund else "unenroll-off",
+                       shop_domain, _order(doc, order_id, shop_domain),
+                       unenroll=Unenroll(PROVIDER, shop_domain, order_id, None, "cancelled",
+                                         act=shop.unenroll_on_refund))
     unpaid = shop.require_payment and doc.get("financial_status") != "paid"
-    order = NewOrder(provider=PROVIDER, shop=shop_domain, external_id=order_id,
-                     name=name.strip(), awaiting_payment=unpaid,
-                     items=[] if unpaid else line_items(doc.get("line_items"), _email,
-                                                        EMAIL_HINT))
+    order = _order(doc, order_id, shop_domain, AWAITING_PAYMENT if unpaid else None)
     reason = ("awaiting-payment" if unpaid else
               "accepted" if order.items else "accepted-no-line-items")
     return Outcome(200, reason, shop_domain, order)
+
+
+def _order(doc: dict[str, Any], order_id: str, shop_domain: str,
+           hold: str | None = None) -> NewOrder:
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip():
+        name = f"#{order_id}"
+    return NewOrder(provider=PROVIDER, shop=shop_domain, external_id=order_id,
+                    name=name.strip(), hold=hold,
+                    items=[] if hold else line_items(doc.get("line_items"), _email, EMAIL_HINT))
 
 
 def _refund(doc: dict[str, Any], shop: SimpleNamespace, shop_domain: str) -> Outcome:
@@ -95,8 +106,6 @@ def _refund(doc: dict[str, Any], shop: SimpleNamespace, shop_domain: str) -> Out
     order_id = external_id(doc.get("order_id"))
     if order_id is None:
         return rejected(400, "order-id-missing", shop_domain)
-    if not shop.unenroll_on_refund:
-        return ignored("unenroll-off", shop_domain)
     refunded = []
     lines = doc.get("refund_line_items")
     for line in lines if isinstance(lines, list) else []:
@@ -104,8 +113,9 @@ def _refund(doc: dict[str, Any], shop: SimpleNamespace, shop_domain: str) -> Out
             refunded.append(item_id)
     if not refunded:
         return ignored("refund-without-line-items", shop_domain)
-    return Outcome(200, "refund", shop_domain,
-                   unenroll=Unenroll(PROVIDER, shop_domain, order_id, refunded, "refunded"))
+    return Outcome(200, "refund" if shop.unenroll_on_refund else "unenroll-off", shop_domain,
+                   unenroll=Unenroll(PROVIDER, shop_domain, order_id, refunded, "refunded",
+                                     act=shop.unenroll_on_refund))
 
 
 def _email(line: dict[str, Any]) -> Any:

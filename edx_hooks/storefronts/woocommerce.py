@@ -7,6 +7,21 @@ is the base64 HMAC-SHA256 of the raw body under the webhook's secret, HTML
 entities decoded as WordPress does. The learner is the first field of type
 ``email`` that the Product Input Fields plugin stored in a line item's
 ``meta_data``; the course is the line item's SKU.
+
+What an order's ``status`` means here (WooCommerce 10 sends ``order.updated``
+for each change, and for a checkout that was only opened):
+
+- placed (``pending``, ``on-hold``, ``processing``, ``completed``): enrolled;
+  with ``require_payment``, only once ``date_paid_gmt`` is set;
+- ``refunded``, ``cancelled``: never enrolled; with ``unenroll_on_refund`` its
+  enrolled items are unenrolled;
+- not placed (``checkout-draft``, ``draft``, ``auto-draft``, ``failed``,
+  ``trash``): recorded as ``not-placed``, not acted on;
+- any other (a plugin's own status): enrolled once paid, ``awaiting-payment``
+  until then.
+
+Whatever the status, a genuine delivery is answered 200: WooCommerce never
+retries, and disables a webhook after more than five failures in a row.
 """
 
 from __future__ import annotations
@@ -18,7 +33,7 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from ..store import NewOrder, Unenroll
+from ..store import AWAITING_PAYMENT, NOT_PLACED, NewOrder, Unenroll
 from . import (
     Outcome,
     external_id,
@@ -70,9 +85,18 @@ def normalize_source(url: str) -> str:
 
 #: topics the order endpoints act on (both endpoints alike)
 TOPICS = ("order.created", "order.updated", "order.restored")
-#: an order in one of these states is not enrolled; with unenroll_on_refund
-#: its enrolled items are unenrolled
+#: statuses of an order the customer has placed: enrolled (with
+#: require_payment, once paid)
+PLACED = ("pending", "on-hold", "processing", "completed")
+#: an order in one of these statuses is never enrolled; with
+#: unenroll_on_refund its enrolled items are unenrolled
 UNDONE = ("refunded", "cancelled")
+#: not placed (a checkout opened and left, a failed payment, the bin):
+#: recorded and answered 200, not acted on until a delivery shows it placed
+NOT_PLACED_STATUSES = ("checkout-draft", "draft", "auto-draft", "failed", "trash")
+# Any other status comes from a plugin (shipped, delivered, partially-paid,
+# awaiting-quote...): acted on once the order is paid (date_paid_gmt), since
+# such statuses follow payment; before that it waits as awaiting-payment.
 
 
 def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace],
@@ -107,12 +131,15 @@ def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace
     order_id = external_id(doc.get("id"))
     if order_id is None:
         return rejected(400, "order-id-missing", shop)
-    status = doc.get("status")
+    status = str(doc.get("status") or "").strip().lower()[:40]
+    extra = {"status": status or "-"}
     if status in UNDONE:
-        if not settings.unenroll_on_refund:
-            return ignored(f"order-{status}", shop)
-        return Outcome(200, status, shop,
-                       unenroll=Unenroll(PROVIDER, shop, order_id, None, status))
+        # Kept whatever unenroll_on_refund says: the order's items are never
+        # enrolled, even one whose order.created arrives after this.
+        return Outcome(200, status if settings.unenroll_on_refund else f"order-{status}", shop,
+                       _order(doc, order_id, shop),
+                       unenroll=Unenroll(PROVIDER, shop, order_id, None, status,
+                                         act=settings.unenroll_on_refund), extra=extra)
 
     warnings = []
     paid_at = doc.get("date_paid_gmt")
@@ -120,20 +147,28 @@ def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace
     if paid and not _is_date(paid_at):
         warnings.append(f"date_paid_gmt {str(paid_at)[:40]!r} of order {order_id} is not a "
                         "date; taken as paid")
-    if settings.require_payment and not paid:
-        outcome = rejected(402, "unpaid", shop)
-        outcome.warnings = warnings
-        return outcome
+    # Never 402 an unpaid order: WooCommerce disables a webhook after more
+    # than five failed deliveries in a row, and every unpaid update would be
+    # one. It is recorded and answered 200; the paid update enrolls it.
+    if status in NOT_PLACED_STATUSES:
+        hold = NOT_PLACED
+    elif not paid and (settings.require_payment or status not in PLACED):
+        hold = AWAITING_PAYMENT
+    else:
+        hold = None
+    order = _order(doc, order_id, shop, hold)
+    reason = hold or ("accepted" if order.items else "accepted-no-line-items")
+    return Outcome(200, reason, shop, order, warnings=warnings, extra=extra)
 
+
+def _order(doc: dict[str, Any], order_id: str, shop: str, hold: str | None = None) -> NewOrder:
     number = doc.get("number")
     name = f"#{number}" if isinstance(number, (str, int)) and str(number).strip() \
         else f"#{order_id}"
-    order = NewOrder(provider=PROVIDER, shop=shop, external_id=order_id, name=name,
-                     items=line_items(doc.get("line_items"),
-                                      lambda line: learner_email(line.get("meta_data")),
-                                      EMAIL_HINT))
-    reason = "accepted" if order.items else "accepted-no-line-items"
-    return Outcome(200, reason, shop, order, warnings=warnings)
+    return NewOrder(provider=PROVIDER, shop=shop, external_id=order_id, name=name, hold=hold,
+                    items=[] if hold else line_items(
+                        doc.get("line_items"), lambda line: learner_email(line.get("meta_data")),
+                        EMAIL_HINT))
 
 
 def _ping(body: bytes) -> Outcome:

@@ -1,0 +1,231 @@
+"""Schema versions: the database records which schema it has (Alembic's
+``alembic_version`` table), ``edx-hooks serve`` creates a new database at
+the current schema and upgrades an older one in place at start-up, and every
+other command refuses a database that is missing or not at the current
+schema rather than create or change it.
+
+The revisions live in ``migrations/versions``. Release 0.1.0 kept no
+version: a database holding its tables and no version table is at
+:data:`BASELINE`. An upgrade of an SQLite file runs in one transaction (all
+or nothing) after a copy of the file is taken with SQLite's backup API, and
+is logged as ``database.upgraded``; a database newer than this code is
+refused with one line, never touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from .. import logs
+from .schema import metadata
+
+log = logging.getLogger("edx_hooks.store")
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+#: the schema of release 0.1.0, which recorded no version
+BASELINE = "0001"
+#: tables every edx-hooks database has had since 0.1.0
+OUR_TABLES = {"deliveries", "orders", "items"}
+
+
+class SchemaError(Exception):
+    """The database cannot be used as it is; ``str()`` is one line saying why
+    and what to do."""
+
+
+@functools.cache
+def scripts() -> ScriptDirectory:
+    return ScriptDirectory(str(MIGRATIONS))
+
+
+def head() -> str:
+    """The schema this code reads and writes."""
+    return scripts().get_current_head()
+
+
+def revision(conn: Connection) -> str | None:
+    """The database's schema revision; None for a database without tables.
+
+    Raises :class:`SchemaError` for a database of something else.
+    """
+    tables = set(sa.inspect(conn).get_table_names())
+    if "alembic_version" in tables:
+        heads = MigrationContext.configure(conn).get_current_heads()
+        if len(heads) == 1:
+            return heads[0]
+    elif OUR_TABLES <= tables:
+        return BASELINE
+    elif not tables:
+        return None
+    raise SchemaError("the database holds tables that are not edx-hooks' (or a broken "
+                      "version table): check database.url")
+
+
+def check_known(found: str | None, where: str) -> None:
+    """Refuse a schema this code does not know: one written by a newer release."""
+    if found is not None and not _known(found):
+        raise SchemaError(
+            f"{where} has schema {found}, newer than this edx-hooks knows (up to {head()}): "
+            "run the edx-hooks release that wrote it, or restore the copy taken before "
+            "that upgrade")
+
+
+def _known(found: str) -> bool:
+    return found in {rev.revision for rev in scripts().walk_revisions()}
+
+
+@dataclass
+class Upgrade:
+    before: str | None
+    after: str
+    backup: str | None = None
+
+
+def prepare(conn: Connection, create: bool, where: str) -> Upgrade:
+    """Bring the database on ``conn`` (in a transaction) to :func:`head`:
+    create the tables of a new one (``create``), upgrade an older one, refuse
+    a newer one. Nothing is committed here: the caller's transaction holds it
+    all."""
+    found = revision(conn)
+    check_known(found, where)
+    target = head()
+    if found is None:
+        if not create:
+            raise SchemaError(f"{where} holds no edx-hooks tables: check database.url "
+                              "(only `edx-hooks serve` creates the database)")
+        metadata.create_all(conn)
+        MigrationContext.configure(conn).stamp(scripts(), target)
+        return Upgrade(None, target)
+    if found == target:
+        return Upgrade(found, target)
+    if not create:
+        raise SchemaError(f"{where} has schema {found} and this edx-hooks needs {target}: "
+                          "start `edx-hooks serve` once, which upgrades it (keeping a copy)")
+    ctx = MigrationContext.configure(conn, opts={
+        "script": scripts(), "render_as_batch": True,
+        "fn": lambda rev, _ctx: scripts()._upgrade_revs(target, rev)})
+    if "alembic_version" not in sa.inspect(conn).get_table_names():
+        ctx.stamp(scripts(), BASELINE)
+    with Operations.context(ctx):
+        ctx.run_migrations()
+    return Upgrade(found, target)
+
+
+def sqlite_path(url: sa.URL) -> str | None:
+    """The file of an SQLite URL; None for other databases and memory."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return url.database
+
+
+def prepare_sqlite(engine: sa.Engine, create: bool) -> Upgrade:
+    """:func:`prepare` on an SQLite file, the way SQLite wants it: foreign
+    keys off while tables are rebuilt (checked after), a copy of the file
+    taken first when there is something to upgrade."""
+    path = sqlite_path(engine.url) or ":memory:"
+    where = f"database {path}"
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        # must be set outside a transaction; the writer's connections run
+        # with the driver's own transaction handling off
+        raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                found = revision(conn)
+            check_known(found, where)
+            backup = None
+            if create and found not in (None, head()) and path != ":memory:":
+                backup = _backup(path, found)
+            try:
+                with conn.begin():
+                    done = prepare(conn, create, where)
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise ValueError(f"{len(broken)} rows break a foreign key")
+            except SchemaError:
+                raise
+            except Exception as e:
+                reason = str(getattr(e, "orig", None) or e).splitlines()[0][:200]
+                raise SchemaError(
+                    f"upgrading {where} from schema {found} to {head()} failed ({reason}): "
+                    "it was rolled back and is unchanged"
+                    + (f" (a copy is at {backup})" if backup else "")) from e
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
+    done.backup = backup
+    if done.before != done.after:
+        logs.event(log, logs.INFO, "database.created" if done.before is None
+                   else "database.upgraded", path=path, schema=done.after,
+                   **({"from": done.before, "backup": backup} if done.before else {}))
+    return done
+
+
+def _backup(path: str, found: str) -> str:
+    """A consistent copy of the database (SQLite's online backup), readable
+    by this user only, before it is upgraded from ``found``."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = f"{path}.schema-{found}-{stamp}.bak"
+    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+    with _closing(sqlite3.connect(path)) as source, _closing(sqlite3.connect(target)) as copy:
+        source.backup(copy)
+    return target
+
+
+@contextmanager
+def _closing(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def status(url: str) -> tuple[str, bool]:
+    """What ``check-config`` says of the database, without creating or
+    changing it: (one line, whether it is usable)."""
+    engine_url = sa.make_url(url)
+    if engine_url.get_backend_name() == "sqlite":
+        path = sqlite_path(engine_url)
+        if path is None:
+            return "database: in memory, created at each start", True
+        if not os.path.exists(path):
+            return (f"database {path}: does not exist yet; `edx-hooks serve` creates it "
+                    f"(schema {head()})"), True
+        engine_url = engine_url.set(drivername="sqlite",
+                                    database=f"file:{path}?mode=ro", query={"uri": "true"})
+    else:
+        engine_url = engine_url.set(drivername=engine_url.get_backend_name())
+    engine = sa.create_engine(engine_url)
+    try:
+        with engine.connect() as conn:
+            found = revision(conn)
+    except SchemaError as e:
+        return f"database: {e}", False
+    except sa.exc.SQLAlchemyError as e:
+        return f"database: cannot be read ({str(getattr(e, 'orig', e)).splitlines()[0]})", False
+    finally:
+        engine.dispose()
+    target = head()
+    if found is None:
+        return f"database: empty; `edx-hooks serve` creates the tables (schema {target})", True
+    if found == target:
+        return f"database: schema {found} (current)", True
+    if not _known(found):
+        return (f"database: schema {found} is newer than this edx-hooks knows (up to "
+                f"{target}): run the release that wrote it"), False
+    return (f"database: schema {found}; `edx-hooks serve` upgrades it to {target} at its next "
+            "start, keeping a copy"), True
