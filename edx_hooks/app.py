@@ -150,6 +150,7 @@ class Service:
         if interrupted:
             logs.event(log, logs.WARNING, "service.stop_timeout", what="lms-calls",
                        items=",".join(map(str, interrupted)))
+        await jobs.record_unrecorded()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         jobs.bind(None)

@@ -85,6 +85,10 @@ class PermanentError(LMSError):
     """The LMS refused for a reason another attempt cannot change."""
 
 
+class Halted(LMSError):
+    """The service is stopping: this call was not made (not an attempt)."""
+
+
 def _retry_after(response: HTTPResponse, default: float = 60.0) -> float:
     value = response.headers.get("Retry-After", "").strip()
     if value.isdigit():
@@ -152,6 +156,13 @@ class LMSClient:
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = asyncio.Lock()
+        self.halted = False
+
+    def halt(self) -> None:
+        """Make no new request from now on (stopping): one that would start,
+        waiting for a connection slot, a token or a repeat after a 401,
+        raises :class:`Halted` instead. Requests under way go on."""
+        self.halted = True
 
     def close(self) -> None:
         self._http.close()
@@ -161,6 +172,8 @@ class LMSClient:
                               follow_redirects=False, **kwargs)
         try:
             async with self._slots:
+                if self.halted:
+                    raise Halted("stopping: the call was not made")
                 # Shielded: a job interrupted at shutdown must not cancel
                 # Tornado's own future, which then logs a traceback when the
                 # client closes; its outcome is read and dropped instead.

@@ -180,6 +180,7 @@ def start_sweep(store: Store, scheduler: AsyncIOScheduler, seconds: float,
 
     async def watch() -> None:
         if await store.written_elsewhere():
+            await store.count_rejected_bytes()  # `edx-hooks prune` may have emptied some
             restored = await resume(store, scheduler, busy)
             if restored:
                 logs.event(log, logs.INFO, "scheduler.resumed", items=restored,

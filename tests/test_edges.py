@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import re
 import signal
 import sqlite3
 
@@ -49,8 +50,8 @@ async def test_sigterm_during_calls_makes_exactly_one_call_per_item(harness, lms
     orders = [shopify_order(line_item(email=f"term{n}@example.org")) for n in range(30)]
     responses = await asyncio.gather(*[harness.shopify(o) for o in orders])
     assert {r.code for r in responses} == {200}
-    await asyncio.sleep(0.5)  # the scenario: SIGTERM half a second after the burst
-    assert lms.in_flight > 0  # calls are under way
+    # SIGTERM about half a second after the burst, while calls are under way
+    await until(lambda: len(lms.calls) >= 2 and lms.in_flight > 0)
     assert await service.stop(signal.SIGTERM) == 0
     assert not service.lines("items.interrupted") and not service.lines("service.stop_timeout")
     answered = len(lms.calls)
@@ -63,7 +64,39 @@ async def test_sigterm_during_calls_makes_exactly_one_call_per_item(harness, lms
     per_learner = calls_per_learner(lms)
     assert set(per_learner) == {f"term{n}@example.org" for n in range(30)}
     assert set(per_learner.values()) == {1}  # exactly one, not "at most two"
-    assert service.lines("service.started")[-1].count(f"resumed_items={30 - answered}")
+    assert re.search(rf"resumed_items={30 - answered}\b", service.lines("service.started")[-1])
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_sigterm_while_jobs_wait_for_their_paced_turn(harness, lms, serve):
+    service = serve(lms={"max_calls_per_minute": 120})  # one call every half second
+    await service.start()
+    orders = [shopify_order(line_item(email=f"paced{n}@example.org")) for n in range(12)]
+    assert {(await harness.shopify(o)).code for o in orders} == {200}
+    await until(lambda: len(lms.calls) >= 2)
+    assert await service.stop(signal.SIGTERM) == 0  # those waiting their turn leave at once
+    answered = len(lms.calls)
+    assert answered < 12
+    assert not service.lines("items.interrupted")
+    await service.start()
+    await until(lambda: all(i["state"] == "enrolled" for i in harness.items()), timeout=30)
+    await service.quiet()
+    assert set(calls_per_learner(lms).values()) == {1} and len(lms.calls) == 12
+
+
+@pytest.mark.gen_test
+async def test_a_call_cut_off_past_the_stop_bound_is_logged_and_stays_pending(harness, lms,
+                                                                             caplog):
+    from edx_hooks import jobs
+    lms.forced.append(Forced(status=200, hang=30, body="{}"))
+    await harness.start(lms={"timeout_seconds": 60})
+    await harness.shopify(shopify_order(line_item(email="held@example.org")))
+    await until(lambda: lms.calls)
+    assert await jobs.drain(0.2) == [1]  # the bound, shortened
+    assert [r.getMessage() for r in caplog.records
+            if "event=items.interrupted" in r.getMessage()] == [
+        "event=items.interrupted items=1"]
+    assert harness.items()[0]["state"] == "pending"  # the next start resumes it
 
 
 @pytest.mark.gen_test
@@ -255,6 +288,124 @@ async def test_an_outcome_the_database_refuses_stays_with_its_item(harness, lms)
     await harness.quiet()
     # the LMS's answer was kept and recorded later: no second call, no second email
     assert calls_per_learner(lms) == {f"b{n}@example.org": 1 for n in range(4)}
+
+
+@pytest.mark.gen_test
+@pytest.mark.allow_tracebacks
+async def test_a_refund_while_the_outcome_waits_to_be_recorded_still_unenrolls(harness, lms):
+    await harness.start(shopify=UNENROLL, retry={"delay_seconds": 0.3})
+    line = line_item(email="racer@example.org")
+    order = shopify_order(line)
+    with sqlite3.connect(harness.db_path) as conn:
+        conn.execute("""CREATE TRIGGER refuse BEFORE UPDATE OF state ON items
+                        WHEN NEW.state = 'enrolled' BEGIN SELECT RAISE(ABORT, 'disk full'); END""")
+    await harness.shopify(order)
+    await until(lambda: len(lms.calls) == 1)  # the LMS enrolled; the database refuses
+    await harness.shopify({"id": 7003, "order_id": order["id"], "refund_line_items": [
+        {"id": 1, "line_item_id": line["id"], "quantity": 1}]},
+        path=REFUND, headers={"X-Shopify-Topic": "refunds/create"})
+    with sqlite3.connect(harness.db_path) as conn:
+        conn.execute("DROP TRIGGER refuse")
+    await until(lambda: harness.items()[0]["state"] == "unenrolled", timeout=10)
+    await harness.quiet()
+    assert [c.form["action"] for c in lms.calls] == ["enroll", "unenroll"]
+
+
+@pytest.mark.gen_test
+async def test_a_refund_after_a_timed_out_call_unenrolls_rather_than_assume(harness, lms):
+    await harness.start(shopify=UNENROLL, lms={"timeout_seconds": 0.5},
+                        retry={"delay_seconds": 1.5})
+    lms.forced.append(Forced(status=200, hang=2, body="{}"))  # did it enroll? unknown
+    line = line_item(email="unsure@example.org")
+    order = shopify_order(line)
+    await harness.shopify(order)
+    await until(lambda: harness.items()[0]["attempts"] == 1)
+    await harness.shopify({"id": 7004, "order_id": order["id"], "refund_line_items": [
+        {"id": 1, "line_item_id": line["id"], "quantity": 1}]},
+        path=REFUND, headers={"X-Shopify-Topic": "refunds/create"})
+    await until(lambda: harness.items()[0]["state"] == "unenrolled", timeout=10)
+    await harness.quiet()
+    assert [c.form["action"] for c in lms.calls] == ["enroll", "unenroll"]
+
+
+def woo_at(order: dict, status: str, modified: str, paid: bool) -> dict:
+    return dict(order, status=status, date_modified_gmt=modified,
+                date_paid_gmt="2026-11-28T12:00:00" if paid else None)
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("require_payment", [True, False])
+async def test_a_cancelled_woocommerce_order_paid_late_is_enrolled(harness, lms,
+                                                                   require_payment):
+    # WooCommerce cancels an unpaid pending order after the hold-stock time,
+    # and takes a late payment for it (payment_complete accepts cancelled)
+    await harness.start(woocommerce={"require_payment": require_payment})
+    order = woo_order(woo_line(email="late@example.org"), paid=False, status="pending")
+    pending = woo_at(order, "pending", "2026-11-28T10:00:00", False)
+    cancelled = woo_at(order, "cancelled", "2026-11-28T11:00:00", False)
+    paid = woo_at(order, "processing", "2026-11-28T12:00:00", True)
+    for delivery in (pending, cancelled):
+        assert (await harness.woocommerce(delivery, path=WOO_UPDATE,
+                                          topic="order.updated")).code == 200
+    await harness.quiet()
+    # unpaid with require_payment: recorded by the cancellation, not enrolled;
+    # without it: enrolled while pending, and left so (unenroll_on_refund off)
+    expected = [("late@example.org", "not-enrolled" if require_payment else "enrolled")]
+    assert states(harness) == expected
+    # a delivery of the pending state that is late (modified before the
+    # cancellation) changes nothing
+    await harness.woocommerce(pending, path=WOO_UPDATE, topic="order.updated")
+    await harness.quiet()
+    assert states(harness) == expected
+    await harness.woocommerce(paid, path=WOO_UPDATE, topic="order.updated")
+    await harness.quiet()
+    assert states(harness) == [("late@example.org", "enrolled")]
+    assert len(lms.calls) == 1
+
+
+@pytest.mark.gen_test
+async def test_a_woocommerce_order_cancelled_before_it_arrives_is_revived_by_a_later_payment(
+        harness, lms):
+    await harness.start()
+    order = woo_order(woo_line(email="revived@example.org"), paid=False, status="pending")
+    await harness.woocommerce(woo_at(order, "cancelled", "2026-11-28T11:00:00", False),
+                              path=WOO_UPDATE, topic="order.updated")
+    await harness.quiet()
+    assert states(harness) == [("revived@example.org", "not-enrolled")]
+    await harness.woocommerce(woo_at(order, "processing", "2026-11-28T12:00:00", True),
+                              path=WOO_UPDATE, topic="order.updated")
+    await harness.quiet()
+    assert states(harness) == [("revived@example.org", "enrolled")]
+    code, out, _ = await harness.cli("order", "woocommerce", str(order["id"]))
+    assert "refunds and cancellations:" in out and "cancelled" in out
+
+
+@pytest.mark.gen_test
+async def test_a_forged_ping_cannot_store_a_large_body_and_pings_expire(harness):
+    service = await harness.start(retention={"rejected_days": 1})
+    ping = {"Content-Type": "application/x-www-form-urlencoded"}
+    path = "/webhooks/woocommerce/order/create"
+    response = await harness.request(path, body=b"webhook_id=1&x=" + b"y" * 100_000,
+                                     headers=ping)
+    assert (response.code, json.loads(response.body)["reason"]) == (400, "form-too-large")
+    assert (await harness.request(path, body=b"webhook_id=12", headers=ping)).code == 200
+    kept = harness.db("SELECT status, length(body) FROM deliveries ORDER BY id")
+    assert kept == [(400, 65536), (200, 13)]
+    with sqlite3.connect(harness.db_path) as conn:  # two days pass
+        conn.execute("UPDATE deliveries SET received_at = datetime('now', '-2 days')")
+    assert await service.apply_retention() == 2
+    assert harness.deliveries() == []
+
+
+@pytest.mark.gen_test
+async def test_the_rejected_budget_follows_a_prune_made_by_the_cli(harness):
+    service = await harness.start()
+    big = json.dumps(shopify_order(line_item(title="z" * 100_000))).encode()
+    assert (await harness.shopify(big, secret="forged")).code == 403
+    assert service.store.rejected_bytes == 65536
+    code, out, _ = await harness.cli("prune", "--older-than", "0")
+    assert code == 0 and "1 finished deliveries" in out
+    await until(lambda: service.store.rejected_bytes == 0)  # noticed within a second
 
 
 # -- 7. writes racing the close

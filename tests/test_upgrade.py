@@ -224,3 +224,50 @@ def test_the_fixture_is_what_0_1_0_wrote():
     jobs = (FIXTURE / "edx-hooks.jobs.sql").read_text()
     assert "'retry-7'" in jobs and "'retry-8'" in jobs
     assert SHOPIFY_SECRET not in sql  # signatures were stored, never the secret
+
+
+@pytest.mark.gen_test
+async def test_commands_beside_the_service_take_no_write_lock(harness):
+    await harness.start()
+    blocker = sqlite3.connect(harness.db_path, isolation_level=None, timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")  # someone holds the write lock, for long
+    try:
+        code, out, err = await harness.cli("orders")
+        assert (code, out.strip(), err) == (0, "no orders", "")
+        code, out, _ = await harness.cli("check-config")
+        assert code == 0 and "schema 0002 (current)" in out
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+@pytest.mark.gen_test
+async def test_a_copy_that_cannot_be_written_stops_the_upgrade_with_one_line(tmp_path,
+                                                                              monkeypatch):
+    import errno
+    import os
+
+    from edx_hooks.store import SchemaError
+
+    db = tmp_path / "edx-hooks.db"
+    load_fixture(db)
+    real_open = os.open
+
+    def full_disk(path, *args, **kwargs):
+        if str(path).endswith(".bak"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(migrate.os, "open", full_disk)
+    store = Store(f"sqlite+aiosqlite:///{db}")
+    with pytest.raises(SchemaError) as e:
+        await store.start()
+    await store.close()
+    assert str(e.value) == (f"cannot copy {db} before upgrading it from schema 0001 (No space "
+                            "left on device): free space or fix the directory's permissions; "
+                            "the database is unchanged")
+    assert "awaiting_payment" in columns(db, "orders") and list(tmp_path.glob("*.bak")) == []
+
+
+def test_the_schema_constant_is_the_head_of_the_revisions():
+    assert migrate.SCHEMA == migrate.scripts().get_current_head()

@@ -41,6 +41,7 @@ from .writes import (
     beat,
     delete_rejected,
     prune,
+    record_enrolled,
     record_many,
     retry_failed,
     update_item,
@@ -342,6 +343,11 @@ class Store:
         changed = self._data_version is not None and version != self._data_version
         self._data_version = version
         return changed
+
+    async def record_enrolled(self, item_id: int, attempts: int) -> str | None:
+        """Record a pending item's confirmed enrollment: ``enrolled``, or
+        ``unenroll-pending`` if a refund asked for it meanwhile (atomic)."""
+        return await self._submit(record_enrolled, item_id, attempts)
 
     async def update(self, item_id: int, expected: str, **values: Any) -> bool:
         """Change a line item still in the ``expected`` state; False if it is not."""

@@ -23,23 +23,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic.operations import Operations
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from .. import logs
 from .schema import metadata
 
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
+
 log = logging.getLogger("edx_hooks.store")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: the schema this code reads and writes: the head of migrations/versions (a
+#: test checks). Known without Alembic, which is loaded (about 10 MB) only to
+#: upgrade.
+SCHEMA = "0002"
 #: the schema of release 0.1.0, which recorded no version
 BASELINE = "0001"
 #: tables every edx-hooks database has had since 0.1.0
 OUR_TABLES = {"deliveries", "orders", "items"}
+#: Alembic's version table, as Alembic defines it
+VERSION = sa.Table("alembic_version", sa.MetaData(),
+                   sa.Column("version_num", sa.String(32), nullable=False),
+                   sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
 
 
 class SchemaError(Exception):
@@ -49,12 +58,13 @@ class SchemaError(Exception):
 
 @functools.cache
 def scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
     return ScriptDirectory(str(MIGRATIONS))
 
 
 def head() -> str:
     """The schema this code reads and writes."""
-    return scripts().get_current_head()
+    return SCHEMA
 
 
 def revision(conn: Connection) -> str | None:
@@ -63,16 +73,34 @@ def revision(conn: Connection) -> str | None:
     Raises :class:`SchemaError` for a database of something else.
     """
     tables = set(sa.inspect(conn).get_table_names())
-    if "alembic_version" in tables:
-        heads = MigrationContext.configure(conn).get_current_heads()
-        if len(heads) == 1:
-            return heads[0]
+    versions = (conn.execute(sa.select(VERSION.c.version_num)).scalars().all()
+                if "alembic_version" in tables else None)
+    return _revision(tables, versions)
+
+
+def _revision(tables: set[str], versions: list[str] | None) -> str | None:
+    if versions is not None:
+        if len(versions) == 1:
+            return versions[0]
     elif OUR_TABLES <= tables:
         return BASELINE
     elif not tables:
         return None
     raise SchemaError("the database holds tables that are not edx-hooks' (or a broken "
                       "version table): check database.url")
+
+
+def check_usable(found: str | None, create: bool, where: str) -> None:
+    """Refuse a schema this code cannot use: a newer one always; without
+    ``create`` (every command but serve), any but the current one."""
+    check_known(found, where)
+    if create or found == SCHEMA:
+        return
+    if found is None:
+        raise SchemaError(f"{where} holds no edx-hooks tables: check database.url "
+                          "(only `edx-hooks serve` creates the database)")
+    raise SchemaError(f"{where} has schema {found} and this edx-hooks needs {SCHEMA}: "
+                      "start `edx-hooks serve` once, which upgrades it (keeping a copy)")
 
 
 def check_known(found: str | None, where: str) -> None:
@@ -85,7 +113,7 @@ def check_known(found: str | None, where: str) -> None:
 
 
 def _known(found: str) -> bool:
-    return found in {rev.revision for rev in scripts().walk_revisions()}
+    return found == SCHEMA or found in {rev.revision for rev in scripts().walk_revisions()}
 
 
 @dataclass
@@ -101,20 +129,18 @@ def prepare(conn: Connection, create: bool, where: str) -> Upgrade:
     a newer one. Nothing is committed here: the caller's transaction holds it
     all."""
     found = revision(conn)
-    check_known(found, where)
+    check_usable(found, create, where)
     target = head()
     if found is None:
-        if not create:
-            raise SchemaError(f"{where} holds no edx-hooks tables: check database.url "
-                              "(only `edx-hooks serve` creates the database)")
         metadata.create_all(conn)
-        MigrationContext.configure(conn).stamp(scripts(), target)
+        VERSION.create(conn)
+        conn.execute(VERSION.insert().values(version_num=target))
         return Upgrade(None, target)
     if found == target:
         return Upgrade(found, target)
-    if not create:
-        raise SchemaError(f"{where} has schema {found} and this edx-hooks needs {target}: "
-                          "start `edx-hooks serve` once, which upgrades it (keeping a copy)")
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
     ctx = MigrationContext.configure(conn, opts={
         "script": scripts(), "render_as_batch": True,
         "fn": lambda rev, _ctx: scripts()._upgrade_revs(target, rev)})
@@ -133,37 +159,40 @@ def sqlite_path(url: sa.URL) -> str | None:
 
 
 def prepare_sqlite(engine: sa.Engine, create: bool) -> Upgrade:
-    """:func:`prepare` on an SQLite file, the way SQLite wants it: foreign
-    keys off while tables are rebuilt (checked after), a copy of the file
-    taken first when there is something to upgrade."""
+    """:func:`prepare` on an SQLite file, the way SQLite wants it. The
+    version is read without a transaction (no lock: a command run beside the
+    service never holds it up); only when there is something to create or
+    upgrade does it take the write lock, and for an upgrade, first a copy of
+    the file, then foreign keys off while tables are rebuilt, checked after."""
     path = sqlite_path(engine.url) or ":memory:"
     where = f"database {path}"
     with engine.connect() as conn:
-        raw = conn.connection.dbapi_connection
-        # must be set outside a transaction; the writer's connections run
-        # with the driver's own transaction handling off
-        raw.execute("PRAGMA foreign_keys=OFF")
+        raw = conn.connection.dbapi_connection  # the driver's autocommit: no BEGIN
+        tables = {r[0] for r in raw.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        versions = ([r[0] for r in raw.execute("SELECT version_num FROM alembic_version")]
+                    if "alembic_version" in tables else None)
+        found = _revision(tables, versions)
+        check_usable(found, create, where)
+        if found == head():
+            return Upgrade(found, found)
+        backup = _backup(path, found) if found is not None and path != ":memory:" else None
+        raw.execute("PRAGMA foreign_keys=OFF")  # takes effect outside a transaction only
         try:
-            with conn.begin():
-                found = revision(conn)
-            check_known(found, where)
-            backup = None
-            if create and found not in (None, head()) and path != ":memory:":
-                backup = _backup(path, found)
-            try:
-                with conn.begin():
-                    done = prepare(conn, create, where)
+            with conn.begin():  # BEGIN IMMEDIATE: the write lock, for all of it
+                done = prepare(conn, create, where)
+                if done.before not in (None, done.after):  # tables were rebuilt
                     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                     if broken:
                         raise ValueError(f"{len(broken)} rows break a foreign key")
-            except SchemaError:
-                raise
-            except Exception as e:
-                reason = str(getattr(e, "orig", None) or e).splitlines()[0][:200]
-                raise SchemaError(
-                    f"upgrading {where} from schema {found} to {head()} failed ({reason}): "
-                    "it was rolled back and is unchanged"
-                    + (f" (a copy is at {backup})" if backup else "")) from e
+        except SchemaError:
+            raise
+        except Exception as e:
+            reason = str(getattr(e, "orig", None) or e).splitlines()[0][:200]
+            raise SchemaError(
+                f"upgrading {where} from schema {found} to {head()} failed ({reason}): "
+                "it was rolled back and is unchanged"
+                + (f" (a copy is at {backup})" if backup else "")) from e
         finally:
             raw.execute("PRAGMA foreign_keys=ON")
     done.backup = backup
@@ -176,13 +205,31 @@ def prepare_sqlite(engine: sa.Engine, create: bool) -> Upgrade:
 
 def _backup(path: str, found: str) -> str:
     """A consistent copy of the database (SQLite's online backup), readable
-    by this user only, before it is upgraded from ``found``."""
+    by this user only, before it is upgraded from ``found``; a new name each
+    time (a restart loop must not overwrite the good copy)."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = f"{path}.schema-{found}-{stamp}.bak"
-    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    os.close(fd)
-    with _closing(sqlite3.connect(path)) as source, _closing(sqlite3.connect(target)) as copy:
-        source.backup(copy)
+    for n in range(100):
+        target = f"{path}.schema-{found}-{stamp}{f'-{n}' if n else ''}.bak"
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise SchemaError(f"cannot copy {path} before upgrading it from schema {found} "
+                              f"({e.strerror or e}): free space or fix the directory's "
+                              "permissions; the database is unchanged") from None
+    else:
+        raise SchemaError(f"cannot name a copy of {path}: remove old {path}.schema-*.bak files")
+    try:
+        with _closing(sqlite3.connect(path)) as source, \
+                _closing(sqlite3.connect(target)) as copy:
+            source.backup(copy)
+    except (OSError, sqlite3.Error) as e:
+        os.unlink(target)
+        raise SchemaError(f"cannot copy {path} before upgrading it from schema {found} ({e}): "
+                          "free space or fix the directory's permissions; the database is "
+                          "unchanged") from None
     return target
 
 

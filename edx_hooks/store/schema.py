@@ -98,6 +98,12 @@ unenroll_requests = sa.Table(
     sa.Column("why", sa.String(32), nullable=False),
     sa.Column("delivery_id", sa.Integer, sa.ForeignKey("deliveries.id")),
     sa.Column("requested_at", sa.DateTime, nullable=False),
+    #: when the shop says the order changed (WooCommerce's date_modified_gmt):
+    #: a delivery showing the order placed again, modified later, lifts it.
+    #: None (Shopify): final.
+    sa.Column("shop_modified_at", sa.DateTime),
+    #: when a later status lifted it
+    sa.Column("lifted_at", sa.DateTime),
     sa.Index("ix_unenroll_requests_order", "provider", "shop", "order_external_id"),
 )
 
@@ -150,6 +156,8 @@ class NewOrder:
     #: recorded without acting on its items, and why (AWAITING_PAYMENT,
     #: NOT_PLACED); a later delivery without a hold releases it
     hold: str | None = None
+    #: when the shop says the order last changed (WooCommerce), if it says
+    modified_at: dt.datetime | None = None
 
 
 @dataclass
@@ -164,6 +172,9 @@ class Unenroll:
     line_item_ids: list[str] | None
     why: str
     act: bool = True
+    #: when the shop says the order changed (WooCommerce: a later delivery
+    #: showing the order placed again lifts the request); None: final
+    modified_at: dt.datetime | None = None
 
 
 @dataclass
@@ -195,13 +206,15 @@ TOUCH_ORDERS = orders.update().where(orders.c.id.in_(sa.bindparam("ids", expandi
     .values(updated_at=sa.bindparam("now"))
 RELEASE_ORDERS = orders.update().where(orders.c.id.in_(sa.bindparam("ids", expanding=True)),
                                       orders.c.hold.is_not(None)).values(hold=None)
-FIND_UNENROLLS = sa.select(unenroll_requests.c.provider, unenroll_requests.c.shop,
-                           unenroll_requests.c.order_external_id,
+FIND_UNENROLLS = sa.select(unenroll_requests.c.id, unenroll_requests.c.provider,
+                           unenroll_requests.c.shop, unenroll_requests.c.order_external_id,
                            unenroll_requests.c.line_item_id, unenroll_requests.c.why,
-                           unenroll_requests.c.delivery_id) \
+                           unenroll_requests.c.delivery_id,
+                           unenroll_requests.c.shop_modified_at) \
     .where(sa.tuple_(unenroll_requests.c.provider, unenroll_requests.c.shop,
                      unenroll_requests.c.order_external_id)
-           .in_(sa.bindparam("keys", expanding=True)))
+           .in_(sa.bindparam("keys", expanding=True)),
+           unenroll_requests.c.lifted_at.is_(None))
 KNOWN_ITEMS = sa.select(items.c.order_id, items.c.external_id) \
     .where(items.c.order_id.in_(sa.bindparam("ids", expanding=True)))
 INSERT_DELIVERIES = deliveries.insert().returning(deliveries.c.id,
@@ -215,6 +228,7 @@ _WITHDRAWN = (sa.select(unenroll_requests.c.why)
               .where(unenroll_requests.c.provider == orders.c.provider,
                      unenroll_requests.c.shop == orders.c.shop,
                      unenroll_requests.c.order_external_id == orders.c.external_id,
+                     unenroll_requests.c.lifted_at.is_(None),
                      sa.or_(unenroll_requests.c.line_item_id.is_(None),
                             unenroll_requests.c.line_item_id == items.c.external_id))
               .order_by(unenroll_requests.c.id).limit(1).scalar_subquery())

@@ -111,13 +111,21 @@ def record_many(conn: Connection,
     request_rows = [
         dict(provider=u.provider, shop=u.shop, order_external_id=u.order_external_id,
              line_item_id=line, why=u.why[:32], delivery_id=rec.delivery_id,
-             requested_at=utcnow())
+             requested_at=utcnow(), shop_modified_at=u.modified_at)
         for rec, u in zip(records, unenrolls, strict=True) if u is not None
         for line in (u.line_item_ids if u.line_item_ids is not None else [None])]
     if request_rows:
         conn.execute(unenroll_requests.insert(), request_rows)
-    withdrawn = _withdrawn(conn, new_orders, order_ids,
-                           [key(o) for _, o in requests if o is not None and o.items])
+    # A delivery showing an order placed (acted on, no hold, not itself a
+    # cancellation) lifts the shop's earlier whole-order cancellations that it
+    # is newer than: a WooCommerce order can be cancelled unpaid and paid later.
+    placed: dict[tuple[str, str, str], dt.datetime] = {}
+    for (_, o), u in zip(requests, unenrolls, strict=True):
+        if o is not None and u is None and not o.hold and o.modified_at is not None:
+            placed[key(o)] = max(o.modified_at, placed.get(key(o), o.modified_at))
+    withdrawn, revived = _withdrawn(
+        conn, new_orders, order_ids, placed,
+        [key(o) for _, o in requests if o is not None and o.items])
 
     item_rows, owners = [], []
     seen: set[tuple[str, str, str]] = set()
@@ -156,6 +164,10 @@ def record_many(conn: Connection,
                 rec.new_failed.append((item_id, reason))
             else:
                 rec.new_not_enrolled.append((item_id, reason))
+    for order_key, item_ids in revived.items():  # to the last delivery that placed it
+        last = [rec for rec, (_, o) in zip(records, requests, strict=True)
+                if o is not None and key(o) == order_key][-1]
+        last.new_pending.extend(item_ids)
     for rec, unenroll in zip(records, unenrolls, strict=True):
         order_id = unenroll and order_ids.get(target(unenroll))
         if order_id:
@@ -163,26 +175,53 @@ def record_many(conn: Connection,
     return records
 
 
-def _withdrawn(conn: Connection, new_orders: dict, order_ids: dict, with_items: list[tuple]
-               ) -> dict[tuple[tuple[str, str, str], str | None], str]:
-    """Refunds and cancellations received for orders that get line items in
-    this batch, by (order key, line item id or None for the whole order); and
-    a new order's early ones get its id on their delivery, so that `edx-hooks
-    order` tells the whole story."""
-    keys = list(dict.fromkeys(with_items + list(new_orders)))
+def _withdrawn(conn: Connection, new_orders: dict, order_ids: dict,
+               placed: dict[tuple[str, str, str], dt.datetime], with_items: list[tuple]
+               ) -> tuple[dict[tuple[tuple[str, str, str], str | None], str],
+                          dict[tuple[str, str, str], list[int]]]:
+    """Refunds and cancellations in force for orders that get line items in
+    this batch, by (order key, line item id or None for the whole order).
+
+    On the way: a whole-order cancellation that a newer placed delivery
+    lifts is marked lifted, and its order's not-enrolled items are pending
+    again (returned by order key, to be scheduled); and a new order's early
+    requests get its id on their delivery, so that `edx-hooks order` tells
+    the whole story."""
+    keys = list(dict.fromkeys(with_items + list(new_orders) + list(placed)))
     found: dict[tuple[tuple[str, str, str], str | None], str] = {}
     early: dict[int, list[int]] = {}
+    lifted: list[int] = []
+    lifted_orders: set[tuple[str, str, str]] = set()
     for chunk in chunks(keys):
-        for provider, shop, order, line, why, delivery in conn.execute(FIND_UNENROLLS,
-                                                                       {"keys": chunk}):
-            found.setdefault(((provider, shop, order), line), why)
-            if (provider, shop, order) in new_orders and delivery is not None:
-                early.setdefault(order_ids[(provider, shop, order)], []).append(delivery)
+        for (request_id, provider, shop, order, line, why, delivery,
+             modified) in conn.execute(FIND_UNENROLLS, {"keys": chunk}):
+            order_key = (provider, shop, order)
+            if line is None and modified is not None and order_key in placed \
+                    and placed[order_key] > modified:
+                lifted.append(request_id)
+                lifted_orders.add(order_key)
+                continue
+            found.setdefault((order_key, line), why)
+            if order_key in new_orders and delivery is not None:
+                early.setdefault(order_ids[order_key], []).append(delivery)
     for order_id, delivery_ids in early.items():
         conn.execute(deliveries.update().where(deliveries.c.id.in_(delivery_ids),
                                                deliveries.c.order_id.is_(None))
                      .values(order_id=order_id))
-    return found
+    revived: dict[tuple[str, str, str], list[int]] = {}
+    if lifted:
+        now = utcnow()
+        conn.execute(unenroll_requests.update().where(unenroll_requests.c.id.in_(lifted))
+                     .values(lifted_at=now))
+        for order_key in lifted_orders:
+            if (order_key, None) not in found and order_key not in new_orders:
+                revived[order_key] = list(conn.execute(
+                    items.update().where(items.c.order_id == order_ids[order_key],
+                                         items.c.state == NOT_ENROLLED)
+                    .values(state=PENDING, reason=None, attempts=0, next_attempt_at=now,
+                            pending_since=now, updated_at=now)
+                    .returning(items.c.id)).scalars())
+    return found, revived
 
 
 def request_unenroll(conn: Connection, rec: Recorded, order_id: int,
@@ -218,6 +257,24 @@ def each(op: Callable[..., Any]) -> Callable[[Connection, list[tuple]], list[Any
         return [op(conn, *args) for args in calls]
     batch.__name__ = op.__name__
     return batch
+
+
+@each
+def record_enrolled(conn: Connection, item_id: int, attempts: int) -> str | None:
+    """Record a confirmed enrollment: ``enrolled``, or ``unenroll-pending`` at
+    once when a refund asked for it meanwhile. One statement, so that a
+    refund can never be forgotten between the two. Returns the state set
+    (None: the item was no longer pending)."""
+    now = utcnow()
+    refunded = items.c.unenroll_requested_at.is_not(None)
+    return conn.execute(
+        items.update().where(items.c.id == item_id, items.c.state == PENDING)
+        .values(state=sa.case((refunded, UNENROLL_PENDING), else_=ENROLLED),
+                attempts=sa.case((refunded, 0), else_=attempts), reason=None,
+                next_attempt_at=sa.case((refunded, now), else_=None),
+                pending_since=sa.case((refunded, now), else_=items.c.pending_since),
+                updated_at=now)
+        .returning(items.c.state)).scalar()
 
 
 @each
@@ -263,10 +320,11 @@ def prune(conn: Connection, before: dt.datetime) -> int:
 
 @each
 def delete_rejected(conn: Connection, before: dt.datetime) -> tuple[int, int]:
-    """Delete rejected deliveries (they have no order) received before
-    ``before``; return how many, and the bytes of body they kept."""
-    old = sa.and_(deliveries.c.status >= 300, deliveries.c.order_id.is_(None),
-                  deliveries.c.received_at < before)
+    """Delete rejected deliveries (they have no order) and activation pings
+    (unsigned by nature) received before ``before``; return how many, and the
+    bytes of body they kept."""
+    old = sa.and_(sa.or_(deliveries.c.status >= 300, deliveries.c.reason == "ping"),
+                  deliveries.c.order_id.is_(None), deliveries.c.received_at < before)
     kept = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(
         deliveries.c.body)), 0)).where(old)).scalar_one()
     return conn.execute(deliveries.delete().where(old)).rowcount, kept

@@ -14,7 +14,9 @@ for each change, and for a checkout that was only opened):
 - placed (``pending``, ``on-hold``, ``processing``, ``completed``): enrolled;
   with ``require_payment``, only once ``date_paid_gmt`` is set;
 - ``refunded``, ``cancelled``: never enrolled; with ``unenroll_on_refund`` its
-  enrolled items are unenrolled;
+  enrolled items are unenrolled. A later delivery (by ``date_modified_gmt``)
+  showing the order placed again lifts it: its items not yet enrolled are
+  enrolled after all (a cancelled unpaid order that is paid late);
 - not placed (``checkout-draft``, ``draft``, ``auto-draft``, ``failed``,
   ``trash``): recorded as ``not-placed``, not acted on;
 - any other (a plugin's own status): enrolled once paid, ``awaiting-payment``
@@ -48,6 +50,8 @@ PROVIDER = "woocommerce"
 EMAIL_HINT = "a Product Input Fields field of type email"
 
 _FORM = "application/x-www-form-urlencoded"
+#: a ping is ``webhook_id=<n>``
+PING_MAX_BYTES = 256
 _ENTITIES = re.compile(r"&(?:lt|gt|quot|amp|#0*3[49]|#0*38|#x0*2[267]);", re.IGNORECASE)
 _DECODED = {"lt": "<", "gt": ">", "quot": '"', "amp": "&", "#34": '"', "#39": "'", "#38": "&",
             "#x22": '"', "#x27": "'", "#x26": "&"}
@@ -133,13 +137,17 @@ def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace
         return rejected(400, "order-id-missing", shop)
     status = str(doc.get("status") or "").strip().lower()[:40]
     extra = {"status": status or "-"}
+    modified = _gmt(doc.get("date_modified_gmt"))
     if status in UNDONE:
         # Kept whatever unenroll_on_refund says: the order's items are never
-        # enrolled, even one whose order.created arrives after this.
+        # enrolled, even one whose order.created arrives after this, until a
+        # delivery modified later shows the order placed again (WooCommerce
+        # can take a cancelled order's late payment).
         return Outcome(200, status if settings.unenroll_on_refund else f"order-{status}", shop,
-                       _order(doc, order_id, shop),
+                       _order(doc, order_id, shop, modified=modified),
                        unenroll=Unenroll(PROVIDER, shop, order_id, None, status,
-                                         act=settings.unenroll_on_refund), extra=extra)
+                                         act=settings.unenroll_on_refund, modified_at=modified),
+                       extra=extra)
 
     warnings = []
     paid_at = doc.get("date_paid_gmt")
@@ -156,23 +164,29 @@ def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace
         hold = AWAITING_PAYMENT
     else:
         hold = None
-    order = _order(doc, order_id, shop, hold)
+    order = _order(doc, order_id, shop, hold, modified)
     reason = hold or ("accepted" if order.items else "accepted-no-line-items")
     return Outcome(200, reason, shop, order, warnings=warnings, extra=extra)
 
 
-def _order(doc: dict[str, Any], order_id: str, shop: str, hold: str | None = None) -> NewOrder:
+def _order(doc: dict[str, Any], order_id: str, shop: str, hold: str | None = None,
+           modified: dt.datetime | None = None) -> NewOrder:
     number = doc.get("number")
     name = f"#{number}" if isinstance(number, (str, int)) and str(number).strip() \
         else f"#{order_id}"
     return NewOrder(provider=PROVIDER, shop=shop, external_id=order_id, name=name, hold=hold,
+                    modified_at=modified,
                     items=[] if hold else line_items(
                         doc.get("line_items"), lambda line: learner_email(line.get("meta_data")),
                         EMAIL_HINT))
 
 
 def _ping(body: bytes) -> Outcome:
-    """The activation ping: form-encoded ``webhook_id=<n>``, unsigned."""
+    """The activation ping: form-encoded ``webhook_id=<n>``, unsigned. Being
+    unsigned, anyone can send one: a body larger than a ping's is refused, so
+    that no forgery is kept whole as an accepted delivery."""
+    if len(body) > PING_MAX_BYTES:
+        return rejected(400, "form-too-large")
     try:
         form = urllib.parse.parse_qs(body.decode("ascii"), strict_parsing=False)
     except (UnicodeDecodeError, ValueError):
@@ -181,6 +195,17 @@ def _ping(body: bytes) -> Outcome:
     if not webhook_id:
         return rejected(400, "form-without-webhook-id")
     return Outcome(200, "ping", extra={"webhook_id": webhook_id[:40]}, event="delivery.ping")
+
+
+def _gmt(value: Any) -> dt.datetime | None:
+    """A WooCommerce ``*_gmt`` date as naive UTC; None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when.astimezone(dt.UTC).replace(tzinfo=None) if when.tzinfo else when
 
 
 def _is_date(value: Any) -> bool:

@@ -5,7 +5,7 @@
   ``not-placed`` (a WooCommerce checkout draft, a failed or trashed order).
 - ``unenroll_requests``: every refund or cancellation received, kept by the
   shop's ids, so one that arrives before its order still applies when the
-  order does.
+  order does (a WooCommerce one until a later status places the order again).
 - ``items.pending_since``: when the item last became pending (arrival, an
   unenroll request, an operator's retry), for the health check's age.
 
@@ -46,6 +46,8 @@ def upgrade() -> None:
         sa.Column("why", sa.String(32), nullable=False),
         sa.Column("delivery_id", sa.Integer, sa.ForeignKey("deliveries.id")),
         sa.Column("requested_at", sa.DateTime, nullable=False),
+        sa.Column("shop_modified_at", sa.DateTime),
+        sa.Column("lifted_at", sa.DateTime),
     )
     op.create_index("ix_unenroll_requests_order", "unenroll_requests",
                     ["provider", "shop", "order_external_id"])
