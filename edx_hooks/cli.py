@@ -268,12 +268,65 @@ async def _check(cfg: Any, args: argparse.Namespace) -> int:
     print(line if ok else f"FAIL {line}")
     if not args.online:
         return 0 if ok else 1
-    from .lms import probe
-
     for good, line in await probe(cfg.lms):
         print(("ok   " if good else "FAIL ") + line)
         ok = ok and good
     return 0 if ok else 1
+
+
+async def probe(settings: Any) -> list[tuple[bool, str]]:
+    """Check the LMS set-up the way an operator would, and say what was found
+    (``check-config --online``).
+
+    Fetches a token; asks the bulk enrollment view without one (401 means it
+    is on, 404 that ENABLE_BULK_ENROLLMENT_VIEW is off or the URL is wrong);
+    then with the token and an empty request (400 means the client's user may
+    enroll, 403 that it is not global staff).
+    """
+    from .lms import BULK_ENROLL_PATH, LMSClient, LMSError
+
+    client = LMSClient(settings.base_url, settings.client_id, settings.client_secret,
+                       timeout=settings.timeout_seconds, max_calls_per_minute=0)
+    found: list[tuple[bool, str]] = []
+    try:
+        token = None
+        try:
+            token = await client.token()
+            found.append((True, f"token: the LMS at {client.base_url} issued a JWT to "
+                                f"client {settings.client_id}"))
+        except LMSError as e:
+            found.append((False, f"token: {e}"))
+        try:
+            anonymous = await client.fetch(BULK_ENROLL_PATH, method="POST", body="")
+        except LMSError as e:
+            found.append((False, f"bulk enrollment view: {e}"))
+            return found
+        if anonymous.code == 401:
+            found.append((True, "bulk enrollment view: on (401 without a token)"))
+        elif anonymous.code == 404:
+            found.append((False, "bulk enrollment view: not found (404): set "
+                                 "ENABLE_BULK_ENROLLMENT_VIEW: true in the LMS settings, or "
+                                 "check lms.base_url"))
+            return found
+        else:
+            found.append((False, f"bulk enrollment view: answered {anonymous.code} without a "
+                                 "token (expected 401)"))
+        if token:
+            answer = await client.fetch(BULK_ENROLL_PATH, method="POST", body="", headers={
+                "Authorization": f"JWT {token}",
+                "Content-Type": "application/x-www-form-urlencoded"})
+            if answer.code == 403:
+                found.append((False, "permission: the OAuth2 application's user is not global "
+                                     "staff (403)"))
+            elif answer.code in (200, 400):
+                found.append((True, f"permission: the client's user may enroll learners "
+                                    f"({answer.code} to an empty request)"))
+            else:
+                found.append((False, f"permission: answered {answer.code} to an empty "
+                                     "request with the token"))
+    finally:
+        client.close()
+    return found
 
 
 def _date(value: str) -> dt.datetime:

@@ -252,8 +252,8 @@ async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -
             await rt.store.update(item_id, PENDING, course_id=course)
             if rt.stopping:
                 return None
-        call = rt.lms.enroll if action == "enroll" else rt.lms.unenroll
-        result = await call(course, item["email"], reason=_reason(item), slot_taken=True)
+        result = await rt.lms.bulk(action, course, item["email"], reason=_reason(item),
+                                   slot_taken=True)
     except Halted:
         return None  # stopping before the call went out: still pending, no attempt used
     except Throttled as e:

@@ -2,13 +2,16 @@
 
 Written on ``tornado.httpclient.AsyncHTTPClient`` directly: the session
 wrapper the predecessor used (tornado-httpclient-session, last released
-2016) no longer imports on Tornado 6, and what it added — a cached token and
-a cookie jar — is a few lines here.
+2016) no longer imports on Tornado 6, and what it added, a cached token, is
+a few lines here.
 
-Every call has explicit connect and request timeouts. Failures are sorted
-into :class:`TransientError` (worth another attempt later),
-:class:`Throttled` (the LMS asked us to slow down; not a failed attempt) and
-:class:`PermanentError` (retrying cannot help; an operator must act).
+Every call has explicit connect and request timeouts and never follows a
+redirect. Every answer that is not a success goes through one classifier,
+:func:`error_for`, into :class:`TransientError` (worth another attempt
+later), :class:`Throttled` (the LMS asked us to slow down; not a failed
+attempt) or :class:`PermanentError` (retrying cannot help; an operator must
+act); each keeps the HTTP status and the LMS's own words as data, as HTTPX's
+``HTTPStatusError`` keeps its response.
 """
 
 from __future__ import annotations
@@ -65,19 +68,31 @@ def is_email(value: str) -> bool:
             and _EMAIL_RE.fullmatch(value) is not None)
 
 
+# -- what can go wrong
+
 class LMSError(Exception):
-    """An LMS call that did not succeed; ``str()`` is the reason recorded."""
+    """An LMS call that did not succeed; ``str()`` is the reason recorded.
+
+    ``status`` is the LMS's HTTP status (None: no answer at all) and
+    ``detail`` a one-line excerpt of what it said (learner email removed).
+    """
+
+    def __init__(self, reason: str, status: int | None = None, detail: str = ""):
+        super().__init__(reason)
+        self.status = status
+        self.detail = detail
 
 
 class TransientError(LMSError):
-    """Connection error, timeout, 5xx: another attempt later may succeed."""
+    """No answer (connection error, timeout) or a 5xx: another attempt later
+    may succeed."""
 
 
 class Throttled(TransientError):
     """429: wait ``retry_after`` seconds; does not count as a failed attempt."""
 
-    def __init__(self, reason: str, retry_after: float):
-        super().__init__(reason)
+    def __init__(self, reason: str, retry_after: float, status: int = 429, detail: str = ""):
+        super().__init__(reason, status, detail)
         self.retry_after = retry_after
 
 
@@ -87,6 +102,39 @@ class PermanentError(LMSError):
 
 class Halted(LMSError):
     """The service is stopping: this call was not made (not an attempt)."""
+
+
+#: what an answer means, by status, when the call names none of its own
+HINTS = {
+    400: "the LMS rejected the request",
+    401: "the LMS refused a fresh token: check the OAuth2 application",
+    403: "the OAuth2 application's user is not global staff",
+    404: "not found",
+}
+
+
+def error_for(response: HTTPResponse, what: str, hints: dict[int, str] | None = None,
+              redact: str | None = None) -> LMSError:
+    """The one reading of an answer that is not the success a call expected:
+    429 throttled (with its Retry-After), 5xx transient, any other status
+    permanent, with a hint of what to fix (``hints`` by status, for the
+    call at hand). ``redact``: text (the learner's email) kept out of the
+    recorded detail."""
+    code = response.code
+    detail = _summary(response)
+    if redact:
+        detail = detail.replace(redact, "<learner>")
+    suffix = f" ({detail})" if detail else ""
+    if code == 429:
+        return Throttled(f"LMS throttled {what} (429)", _retry_after(response), detail=detail)
+    if code >= 500:
+        return TransientError(f"{what} answered {code}", code, detail)
+    if 300 <= code < 400:
+        hint = (f"redirected to {response.headers.get('Location', '?')[:200]}: set "
+                "lms.base_url to the LMS's final URL")
+    else:
+        hint = {**HINTS, **(hints or {})}.get(code, "unexpected answer")
+    return PermanentError(f"{what} answered {code}: {hint}{suffix}", code, detail)
 
 
 def _retry_after(response: HTTPResponse, default: float = 60.0) -> float:
@@ -100,15 +148,15 @@ def _retry_after(response: HTTPResponse, default: float = 60.0) -> float:
         return default
 
 
-def _drop_outcome(future: asyncio.Future) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 def _summary(response: HTTPResponse, limit: int = 200) -> str:
     """A short, single-line excerpt of an LMS answer for the recorded reason."""
     body = (response.body or b"")[:limit].decode("utf-8", "replace")
     return " ".join(body.split())
+
+
+def _drop_outcome(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class Pacer:
@@ -142,7 +190,7 @@ class LMSClient:
                  max_clients: int = 10, max_calls_per_minute: int = 100):
         self.base_url = base_url.rstrip("/")
         self._origin = origin(self.base_url)
-        self._client_id = client_id
+        self.client_id = client_id
         self._client_secret = client_secret
         self.timeout = timeout
         self.auto_enroll = auto_enroll
@@ -167,9 +215,11 @@ class LMSClient:
     def close(self) -> None:
         self._http.close()
 
-    async def _fetch(self, url: str, **kwargs: Any) -> HTTPResponse:
-        request = HTTPRequest(url, connect_timeout=self.timeout, request_timeout=self.timeout,
-                              follow_redirects=False, **kwargs)
+    async def fetch(self, path: str, **kwargs: Any) -> HTTPResponse:
+        """One request to the LMS (``path`` under ``lms.base_url``), whatever
+        its answer; no answer at all raises :class:`TransientError`."""
+        request = HTTPRequest(self.base_url + path, connect_timeout=self.timeout,
+                              request_timeout=self.timeout, follow_redirects=False, **kwargs)
         try:
             async with self._slots:
                 if self.halted:
@@ -182,9 +232,10 @@ class LMSClient:
                 return await asyncio.shield(future)
         except HTTPClientError as e:  # 599: timeout or closed connection
             raise TransientError(f"LMS unreachable: {e.message or e}") from None
-        except (OSError, StreamClosedError) as e:
-            raise TransientError(f"LMS unreachable: {e.strerror or e}"
-                                 if isinstance(e, OSError) else f"LMS unreachable: {e}") from None
+        except OSError as e:
+            raise TransientError(f"LMS unreachable: {e.strerror or e}") from None
+        except StreamClosedError as e:
+            raise TransientError(f"LMS unreachable: {e}") from None
 
     # -- OAuth2
 
@@ -199,23 +250,22 @@ class LMSClient:
             if self._token and fresh and self._token != stale:
                 return self._token
             body = urllib.parse.urlencode({
-                "grant_type": "client_credentials", "client_id": self._client_id,
+                "grant_type": "client_credentials", "client_id": self.client_id,
                 "client_secret": self._client_secret, "token_type": "jwt"})
-            response = await self._fetch(self.base_url + TOKEN_PATH, method="POST", body=body)
-            if response.code == 429:
-                raise Throttled("LMS throttled the token request (429)", _retry_after(response))
-            if response.code >= 500:
-                raise TransientError(f"LMS token endpoint answered {response.code}")
+            response = await self.fetch(TOKEN_PATH, method="POST", body=body)
             if response.code != 200:
-                raise PermanentError(
-                    f"LMS refused the OAuth2 client credentials ({response.code}): "
-                    "check lms.client_id and lms.client_secret")
+                refused = "refused the OAuth2 client credentials: check lms.client_id and " \
+                          "lms.client_secret"
+                raise error_for(response, "the LMS token endpoint",
+                                {400: refused, 401: refused, 403: refused,
+                                 404: "not found: check lms.base_url"})
             try:
                 answer = json.loads(response.body)
                 token = answer["access_token"]
                 expires_in = float(answer.get("expires_in", 3600))
             except (ValueError, KeyError, TypeError):
-                raise TransientError("LMS token endpoint answered 200 without a token") from None
+                raise TransientError("LMS token endpoint answered 200 without a token",
+                                     200) from None
             self._token = token
             self._token_expires = time.monotonic() + max(0.0, expires_in - TOKEN_MARGIN_SECONDS)
             logs.event(log, logs.INFO, "lms.token", expires_in=int(expires_in))
@@ -234,17 +284,16 @@ class LMSClient:
         quoted = urllib.parse.quote(sku, safe="-._~")
         if quoted in (".", ".."):  # a dot-segment would climb out of the SKU prefix
             quoted = quoted.replace(".", "%2E")
-        url = f"{self.base_url}/{self.sku_prefix}{quoted}"
-        response = await self._fetch(url, method="HEAD")
-        if response.code == 429:
-            raise Throttled("LMS throttled the SKU lookup (429)", _retry_after(response))
-        if response.code >= 500:
-            raise TransientError(f"SKU lookup answered {response.code}")
+        path = f"/{self.sku_prefix}{quoted}"
+        response = await self.fetch(path, method="HEAD")
         location = response.headers.get("Location")
         if response.code not in (301, 302, 303, 307, 308) or not location:
-            raise PermanentError(f"SKU {sku!r} resolves to no course: HEAD {url} answered "
-                                 f"{response.code} without a redirect")
-        target = urllib.parse.urljoin(url, location)
+            if response.code == 429 or response.code >= 500:
+                raise error_for(response, "the SKU lookup")
+            raise PermanentError(f"SKU {sku!r} resolves to no course: HEAD "
+                                 f"{self.base_url}{path} answered {response.code} without a "
+                                 "redirect", response.code)
+        target = urllib.parse.urljoin(self.base_url + path, location)
         course_id = None
         if origin(target) == self._origin:
             segments = urllib.parse.urlsplit(target).path.split("/")
@@ -254,96 +303,71 @@ class LMSClient:
                     course_id = urllib.parse.unquote(segments[after])
         if not course_id or not is_course_id(course_id):
             raise PermanentError(f"SKU {sku!r} redirects to {location[:200]!r}, "
-                                 "which names no course on the LMS")
+                                 "which names no course on the LMS", response.code)
         return course_id
 
-    # -- enrollment
+    # -- bulk enrollment
 
-    async def enroll(self, course_id: str, email_address: str, reason: str,
-                     slot_taken: bool = False) -> str:
-        """Enroll one learner in one course; returns ``enrolled`` or ``allowed``
-        (no account yet: enrolled when they register). ``slot_taken``: the
-        caller already waited its turn with :attr:`pacer`."""
+    async def bulk(self, action: str, course_id: str, email_address: str, reason: str,
+                   slot_taken: bool = False) -> str:
+        """Enroll or unenroll (``action``) one learner in one course through
+        the bulk enrollment view. Returns ``enrolled`` or ``allowed`` (no
+        account yet: enrolled when they register) for an enrollment,
+        ``unenrolled`` for an unenrollment (the enrollment deactivated, an
+        "allowed" row deleted; unenrolling someone not enrolled is a no-op).
+        ``slot_taken``: the caller already waited its turn with :attr:`pacer`.
+        """
         form = urllib.parse.urlencode({
-            "action": "enroll", "courses": course_id, "identifiers": email_address,
-            "auto_enroll": "true" if self.auto_enroll else "false",
+            "action": action, "courses": course_id, "identifiers": email_address,
+            "auto_enroll": "true" if self.auto_enroll and action == "enroll" else "false",
             "email_students": "true" if self.email_students else "false",
             "reason": reason})
-        response = await self._bulk_enroll(form, redact=email_address, paced=not slot_taken)
-        return _result(response, course_id, email_address, "enroll")
-
-    async def unenroll(self, course_id: str, email_address: str, reason: str,
-                       slot_taken: bool = False) -> str:
-        """Unenroll one learner from one course (the enrollment is deactivated,
-        an "allowed" row deleted; unenrolling someone not enrolled is a no-op)."""
-        form = urllib.parse.urlencode({
-            "action": "unenroll", "courses": course_id, "identifiers": email_address,
-            "auto_enroll": "false",
-            "email_students": "true" if self.email_students else "false",
-            "reason": reason})
-        response = await self._bulk_enroll(form, redact=email_address, paced=not slot_taken)
-        return _result(response, course_id, email_address, "unenroll")
-
-    async def _bulk_enroll(self, form: str, redact: str, paced: bool = True) -> HTTPResponse:
         token = None
         for repeat in (False, True):  # on a 401: one fresh token, one repeat
             token = await self.token(stale=token)
-            if paced or repeat:
+            if not slot_taken or repeat:
                 await self.pacer.wait()
-            response = await self._fetch(
-                self.base_url + BULK_ENROLL_PATH, method="POST", body=form,
+            response = await self.fetch(
+                BULK_ENROLL_PATH, method="POST", body=form,
                 headers={"Authorization": f"JWT {token}",
                          "Content-Type": "application/x-www-form-urlencoded",
                          "Accept": "application/json"})
             if response.code != 401:
                 break
             logs.event(log, logs.INFO, "lms.unauthorized", action="refresh-token")
-        code = response.code
-        if code == 200:
-            return response
-        if code == 429:
-            delay = _retry_after(response)
-            self.pacer.back_off(delay)
-            raise Throttled("LMS throttled bulk_enroll (429)", delay)
-        if code >= 500:
-            raise TransientError(f"bulk_enroll answered {code}")
-        hints = {
-            400: "the LMS rejected the request",
-            401: "the LMS refused a fresh token: check the OAuth2 application",
-            403: "the OAuth2 application's user is not global staff",
-            404: "unknown course, or the bulk enrollment view is off "
-                 "(ENABLE_BULK_ENROLLMENT_VIEW)",
-        }
-        hint = hints.get(code, "unexpected answer")
-        if 300 <= code < 400:
-            hint = f"redirected to {response.headers.get('Location', '?')[:200]}: " \
-                   "set lms.base_url to the LMS's final URL"
-        # The LMS may echo the learner's email: it stays out of reasons and logs.
-        detail = _summary(response).replace(redact, "<learner>")
-        raise PermanentError(f"bulk_enroll answered {code}: {hint}"
-                             + (f" ({detail})" if detail else ""))
+        if response.code != 200:
+            error = error_for(response, "bulk_enroll", {
+                404: "unknown course, or the bulk enrollment view is off "
+                     "(ENABLE_BULK_ENROLLMENT_VIEW)"}, redact=email_address)
+            if isinstance(error, Throttled):
+                self.pacer.back_off(error.retry_after)
+            raise error
+        return outcome(response.body, course_id, email_address, action)
 
 
-def _result(response: HTTPResponse, course_id: str, email_address: str, action: str) -> str:
-    """Read a 200 from bulk_enroll; a 200 can still carry a per-learner failure."""
+def outcome(body: bytes, course_id: str, email_address: str, action: str) -> str:
+    """Read a bulk_enroll 200 for one learner: ``enrolled``, ``allowed`` or
+    ``unenrolled``. A 200 can still carry a per-learner failure, raised as
+    :class:`PermanentError` with the LMS's own error text."""
     try:
-        answer = json.loads(response.body)
+        answer = json.loads(body)
         results = answer["courses"][course_id]["results"]
     except (ValueError, KeyError, TypeError):
-        raise PermanentError("bulk_enroll answered 200 without a result for the course") from None
+        raise PermanentError("bulk_enroll answered 200 without a result for the course",
+                             200) from None
     if not isinstance(results, list):
-        raise PermanentError("bulk_enroll answered 200 with a malformed result")
+        raise PermanentError("bulk_enroll answered 200 with a malformed result", 200)
     mine = [r for r in results if isinstance(r, dict)
             and str(r.get("identifier", "")).lower() == email_address.lower()]
     if not mine:
-        raise PermanentError("bulk_enroll answered 200 without a result for the learner")
+        raise PermanentError("bulk_enroll answered 200 without a result for the learner", 200)
     result = mine[0]
     if result.get("invalidIdentifier"):
-        raise PermanentError("the LMS rejected the learner email as invalid")
+        raise PermanentError("the LMS rejected the learner email as invalid", 200)
     if result.get("error") or result.get("success") is False:
         message = str(result.get("error_message") or result.get("error_type") or "")[:200]
         raise PermanentError("the LMS reported an error enrolling the learner"
-                             + (f": {message}" if message else ""))
+                             + (f": {message}" if message else ""), 200, message)
     after = result.get("after")
     if isinstance(after, dict):
         if action == "unenroll":
@@ -353,56 +377,4 @@ def _result(response: HTTPResponse, course_id: str, email_address: str, action: 
             return "enrolled"
         elif after.get("allowed"):
             return "allowed"
-    raise PermanentError(f"bulk_enroll answered 200 but did not confirm the {action}ment")
-
-
-async def probe(settings: Any) -> list[tuple[bool, str]]:
-    """Check the LMS set-up the way an operator would, and say what was found.
-
-    Fetches a token; asks the bulk enrollment view without one (401 means it
-    is on, 404 that ENABLE_BULK_ENROLLMENT_VIEW is off or the URL is wrong);
-    then with the token and an empty request (400 means the client's user may
-    enroll, 403 that it is not global staff).
-    """
-    client = LMSClient(settings.base_url, settings.client_id, settings.client_secret,
-                       timeout=settings.timeout_seconds, max_calls_per_minute=0)
-    found: list[tuple[bool, str]] = []
-    try:
-        try:
-            await client.token()
-            found.append((True, f"token: the LMS at {client.base_url} issued a JWT to "
-                                f"client {settings.client_id}"))
-        except LMSError as e:
-            found.append((False, f"token: {e}"))
-        url = client.base_url + BULK_ENROLL_PATH
-        try:
-            anonymous = await client._fetch(url, method="POST", body="")
-        except LMSError as e:
-            found.append((False, f"bulk enrollment view: {e}"))
-            return found
-        if anonymous.code == 401:
-            found.append((True, "bulk enrollment view: on (401 without a token)"))
-        elif anonymous.code == 404:
-            found.append((False, "bulk enrollment view: not found (404): set "
-                                 "ENABLE_BULK_ENROLLMENT_VIEW: true in the LMS settings, or "
-                                 "check lms.base_url"))
-            return found
-        else:
-            found.append((False, f"bulk enrollment view: answered {anonymous.code} without a "
-                                 "token (expected 401)"))
-        if client._token:
-            answer = await client._fetch(url, method="POST", body="", headers={
-                "Authorization": f"JWT {client._token}",
-                "Content-Type": "application/x-www-form-urlencoded"})
-            if answer.code == 403:
-                found.append((False, "permission: the OAuth2 application's user is not global "
-                                     "staff (403)"))
-            elif answer.code in (200, 400):
-                found.append((True, f"permission: the client's user may enroll learners "
-                                    f"({answer.code} to an empty request)"))
-            else:
-                found.append((False, f"permission: answered {answer.code} to an empty "
-                                     "request with the token"))
-    finally:
-        client.close()
-    return found
+    raise PermanentError(f"bulk_enroll answered 200 but did not confirm the {action}ment", 200)
