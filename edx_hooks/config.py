@@ -143,9 +143,13 @@ def _shop_domain(value: Any) -> str:
 def _database_url(value: Any) -> str:
     value = _nonempty(value)
     if "://" not in value:
-        raise ValueError("must be an SQLAlchemy async URL such as sqlite+aiosqlite:///edx-hooks.db")
+        raise ValueError("must be an SQLite URL such as sqlite+aiosqlite:///edx-hooks.db")
     if value.startswith("sqlite") and not value.startswith("sqlite+aiosqlite://"):
         raise ValueError("SQLite needs the async driver: sqlite+aiosqlite:///path/to/edx-hooks.db")
+    if not value.startswith("sqlite+aiosqlite:///") or value.rstrip("/").endswith(":memory:") \
+            or value == "sqlite+aiosqlite:///":
+        raise ValueError("must name an SQLite file, such as sqlite+aiosqlite:///edx-hooks.db "
+                         "(other databases are not supported)")
     return value
 
 
@@ -195,7 +199,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retention", "rejected_max_bytes", _integer(0, 2**40), 32 * 1024 * 1024,
             "bodies of rejected deliveries kept in all; past it, only their first 1 KiB"),
     Setting("database", "url", _database_url, "sqlite+aiosqlite:///edx-hooks.db",
-            "SQLAlchemy async URL of the database"),
+            "the SQLite file (sqlite+aiosqlite:///path)"),
     Setting("database", "jobs_url", _text, "",
             "synchronous SQLAlchemy URL of the APScheduler job store; "
             "empty = a sibling file <database>.jobs.db for SQLite"),

@@ -28,7 +28,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import logs
 from .store import Store, utcnow
-from .store.database import create_private, sqlite_pragmas
+from .store.sqlite import create_private, sqlite_pragmas
 
 log = logging.getLogger("edx_hooks.scheduler")
 

@@ -7,11 +7,13 @@ is that of a per-request commit at a fraction of the cost. Reads use their
 own connections; SQLite runs in WAL mode so they never wait for the writer.
 
 ``schema`` holds the tables and statements, ``writes`` the batch write
-operations, ``database`` the :class:`Store` that runs them, ``migrate`` the
-schema versions and their upgrades (``migrations/versions``).
+operations, ``writer`` the group-commit writer that runs them, ``database``
+the :class:`Store` (the reads, and the writes by name), ``sqlite`` the
+file's set-up, ``migrate`` the schema versions and their upgrades
+(``migrations/versions``).
 """
 
-from .database import Store, StoreClosed
+from .database import Store
 from .migrate import SchemaError
 from .schema import (
     ACTIVE,
@@ -37,6 +39,7 @@ from .schema import (
     orders,
     utcnow,
 )
+from .writer import StoreClosed
 
 __all__ = [
     "ACTIVE", "AWAITING_PAYMENT", "ENROLLED", "FAILED", "ITEM_STATES", "NOT_ENROLLED",

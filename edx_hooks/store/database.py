@@ -1,24 +1,22 @@
-"""The database: the engines, the writer task that group-commits every write,
-and the read queries."""
+"""The store: the database's one entry point. Reads run on SQLAlchemy's
+asyncio engine (aiosqlite), writes go through the group-commit
+:class:`~edx_hooks.store.writer.Writer`; every query edx-hooks runs is a
+method here or a statement of ``schema``/``writes``."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import datetime as dt
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .. import logs
-from .migrate import SchemaError, Upgrade, prepare, prepare_sqlite, sqlite_path
+from .migrate import SchemaError, Upgrade, prepare_sqlite, sqlite_path
 from .schema import (
     ACTIVE,
     ENROLLED,
@@ -37,6 +35,8 @@ from .schema import (
     unenroll_requests,
     utcnow,
 )
+from .sqlite import create_private, restrict_files, sqlite_pragmas
+from .writer import StoreClosed, Writer
 from .writes import (
     beat,
     delete_rejected,
@@ -52,53 +52,28 @@ log = logging.getLogger("edx_hooks.store")
 #: what is kept of a rejected delivery's body once the budget is spent
 REJECTED_HEAD = 1024
 
-
-def sqlite_pragmas(engine: sa.Engine, synchronous: str) -> None:
-    """WAL, the given ``synchronous`` level and a busy timeout on every new
-    connection of ``engine`` (a synchronous engine, or an async one's)."""
-    @sa.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        cur.execute("PRAGMA busy_timeout=10000")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-
-def create_private(path: str) -> None:
-    """Create an SQLite file readable by this user only, if it does not exist
-    yet; SQLite gives its WAL and shared-memory files the same permissions."""
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except OSError:
-        pass  # it exists; or it cannot be created, which opening it will report
-
-
-class StoreClosed(RuntimeError):
-    """A write asked of a store that is closing or closed."""
-
-
-@dataclass
-class _Write:
-    #: a batch operation: op(connection, [args, ...]) -> [result, ...]
-    op: Callable[[Connection, list[tuple]], list[Any]]
-    args: tuple
-    future: asyncio.Future
+__all__ = ["Store", "StoreClosed", "REJECTED_HEAD"]
 
 
 class Store:
-    """Owns the engine and the writer task; every query is a method here."""
+    """The database of the service (an SQLite file) and of every command."""
 
     def __init__(self, url: str, sqlite_synchronous: str = "full",
                  after_commit: Callable[[list[int]], None] | None = None,
                  rejected_budget: int = 32 * 1024 * 1024):
         """``after_commit`` is called with the ids of the line items each
-        committed batch added in state pending, before any request waiting
-        on that batch is answered. ``rejected_budget``: bytes of rejected
-        deliveries' bodies kept in all (beyond it, only their first
-        :data:`REJECTED_HEAD` bytes)."""
+        committed batch added in state pending (or set to be unenrolled),
+        before any request waiting on that batch is answered.
+        ``rejected_budget``: bytes of rejected deliveries' bodies kept in all
+        (beyond it, only their first :data:`REJECTED_HEAD` bytes)."""
         self.url = url
+        #: reads
+        self.engine: AsyncEngine = create_async_engine(url)
+        sqlite_pragmas(self.engine.sync_engine, sqlite_synchronous)
+        self.path = sqlite_path(self.engine.url)
+        #: writes
+        self.writer = Writer(self.engine.url, sqlite_synchronous,
+                             after_commit=self._committed if after_commit else None)
         self.after_commit = after_commit
         self.rejected_budget = rejected_budget
         #: bytes of rejected bodies kept now: counted at start, added to as
@@ -108,43 +83,8 @@ class Store:
         self._trimmed_since_warning = 0
         #: the writer connection's PRAGMA data_version when last read
         self._data_version: int | None = None
-        #: for reads; writes go through the writer task and its own engine
-        self.engine: AsyncEngine = create_async_engine(url)
-        #: writes to a server database: the async engine, one connection
-        self._write_engine: AsyncEngine | None = None
-        #: SQLite: the writer runs each whole batch in one thread of its own,
-        #: through SQLAlchemy's synchronous engine on the same file. One hop
-        #: per batch, where the async driver makes two or three per statement.
-        self._sync_writer: sa.Engine | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        if self.engine.dialect.name != "sqlite":
-            self._write_engine = create_async_engine(url, pool_size=1, max_overflow=0)
-        else:
-            self._sync_writer = sa.create_engine(
-                self.engine.url.set(drivername="sqlite"), pool_size=1, max_overflow=0,
-                connect_args={"check_same_thread": False})
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="edx-hooks-writer")
-        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
-        self._writer: asyncio.Task | None = None
-        self._closing = False
         #: what start() found and did to the schema
         self.upgrade: Upgrade | None = None
-        if self.engine.dialect.name == "sqlite":
-            for sync_engine in (self.engine.sync_engine, self._sync_writer):
-                sqlite_pragmas(sync_engine, sqlite_synchronous)
-
-            # The writer takes the write lock when its transaction begins, not
-            # at its first INSERT: what it reads (existing orders, the last
-            # ids) cannot change before it writes. SQLAlchemy's documented
-            # recipe for the sqlite drivers' own BEGIN handling.
-            @sa.event.listens_for(self._sync_writer, "connect")
-            def _no_driver_begin(dbapi_conn: Any, _record: Any) -> None:
-                dbapi_conn.isolation_level = None
-
-            @sa.event.listens_for(self._sync_writer, "begin")
-            def _begin_immediate(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     async def start(self, create: bool = True) -> None:
         """Open the database and start the writer.
@@ -154,135 +94,34 @@ class Store:
         that does not exist, or is not at the current schema, raises
         :class:`SchemaError` and is left as it was.
         """
-        path = sqlite_path(self.engine.url)
-        if path is not None and not os.path.exists(path):
+        if self.path is None:
+            raise SchemaError("database.url must name an SQLite file")
+        if not os.path.exists(self.path):
             if not create:
-                raise SchemaError(f"database {path} does not exist: check database.url "
+                raise SchemaError(f"database {self.path} does not exist: check database.url "
                                   "(only `edx-hooks serve` creates it)")
-            create_private(path)
-        if self._sync_writer is not None:
-            self.upgrade = await asyncio.get_running_loop().run_in_executor(
-                self._executor, prepare_sqlite, self._sync_writer, create)
-        else:
-            async with self._write_engine.begin() as conn:
-                self.upgrade = await conn.run_sync(prepare, create, "the database")
-        self._restrict_files()
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+            create_private(self.path)
+        self.upgrade = await self.writer.run(prepare_sqlite, self.writer.engine, create)
+        restrict_files(self.path)
+        self.writer.start()
         await self.count_rejected_bytes()
         await self.written_elsewhere()  # from here on, another process's write is seen
-
-    def _restrict_files(self) -> None:
-        """Make an SQLite database created by an older version, or by hand,
-        readable by this user only, as a new one is."""
-        path = self.engine.url.database
-        if self.engine.dialect.name != "sqlite" or not path or path == ":memory:":
-            return
-        for name in (path, path + "-wal", path + "-shm"):
-            try:
-                mode = os.stat(name).st_mode & 0o777
-                if mode & 0o077:
-                    os.chmod(name, mode & 0o700)
-                    logs.event(log, logs.WARNING, "file.permissions_fixed", path=name,
-                               was=oct(mode), now=oct(mode & 0o700))
-            except FileNotFoundError:
-                continue
-            except OSError:
-                logs.event(log, logs.WARNING, "file.permissions", path=name,
-                           fix=f"chmod 600 {name}: it holds orders and learner emails")
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer, close the connections.
         From the moment this is called, a new write fails at once with
         :class:`StoreClosed`."""
-        self._closing = True
-        if self._writer is not None:
-            self._queue.put_nowait(None)
-            await self._writer
-            self._writer = None
-        if self._write_engine is not None:
-            await self._write_engine.dispose()
+        await self.writer.close()
         await self.engine.dispose()
-        if self._sync_writer is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor,
-                                                             self._sync_writer.dispose)
-            self._executor.shutdown(wait=True)
 
-    # -- the writer
-
-    async def _submit(self, op: Callable[[Connection, list[tuple]], list[Any]],
-                      *args: Any) -> Any:
-        if self._closing or self._writer is None or self._writer.done():
-            raise StoreClosed("the database is closed: edx-hooks is stopping")
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Write(op, args, fut))
-        return await fut
-
-    async def _write_loop(self) -> None:
-        """Commit what is queued, batch after batch, until close() says stop
-        (nothing can be queued after that). Should the loop itself fail, every
-        write still queued is failed rather than left waiting forever."""
-        try:
-            stopping = False
-            while not stopping:
-                batch = [await self._queue.get()]
-                while not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                stopping = None in batch
-                writes = [w for w in batch if w is not None]
-                if writes:
-                    await self._commit(writes)
-        finally:
-            while not self._queue.empty():
-                left = self._queue.get_nowait()
-                if left is not None and not left.future.done():
-                    left.future.set_exception(StoreClosed("the database was closed"))
-
-    def _in_writer_thread(self, run: Callable[[Connection], Any]) -> Any:
-        with self._sync_writer.begin() as conn:
-            return run(conn)
-
-    async def _commit(self, writes: list[_Write]) -> None:
-        """Commit a batch in one transaction; then resolve each write's future."""
-        groups: dict[Callable, list[_Write]] = {}
-        for w in writes:
-            groups.setdefault(w.op, []).append(w)
-
-        def run(conn: Connection) -> list[tuple[_Write, Any]]:
-            done = []
-            for op, group in groups.items():
-                done += zip(group, op(conn, [w.args for w in group]), strict=True)
-            return done
-
-        try:
-            if self._sync_writer is not None:
-                results = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._in_writer_thread, run)
-            else:
-                async with self._write_engine.begin() as conn:
-                    results = await conn.run_sync(run)
-        except Exception:
-            if len(writes) == 1:
-                logs.event(log, logs.ERROR, "store.write_failed", op=writes[0].op.__name__,
-                           exc_info=True)
-                if not writes[0].future.done():
-                    writes[0].future.set_exception(RuntimeError("database write failed"))
-                return
-            # One bad write must not sink its neighbours: commit each alone.
-            for w in writes:
-                await self._commit([w])
-            return
-        pending = [i for _, r in results if isinstance(r, Recorded)
+    def _committed(self, results: list[Any]) -> None:
+        pending = [i for r in results if isinstance(r, Recorded)
                    for i in r.new_pending + r.unenroll_now]
-        if pending and self.after_commit is not None:
-            try:
-                self.after_commit(pending)
-            except Exception:
-                # Committed all the same: the scheduler's sweep gives these
-                # items their job.
-                logs.event(log, logs.ERROR, "schedule.failed", items=len(pending), exc_info=True)
-        for w, result in results:
-            if not w.future.done():
-                w.future.set_result(result)
+        if pending:
+            self.after_commit(pending)
+
+    async def _submit(self, op: Callable, *args: Any) -> Any:
+        return await self.writer.submit(op, *args)
 
     # -- writes
 
@@ -326,20 +165,11 @@ class Store:
 
     async def written_elsewhere(self) -> bool:
         """Whether another process (``edx-hooks retry``, ``replay``...) has
-        committed to the database since the last call. SQLite only: PRAGMA
-        data_version on the writer's own connection, which changes with every
-        commit but that connection's own; False elsewhere."""
-        if self._sync_writer is None or self._closing:
+        committed to the database since the last call (PRAGMA data_version on
+        the writer's own connection)."""
+        if self.writer._closing:
             return False
-
-        def read() -> int:
-            raw = self._sync_writer.raw_connection()
-            try:
-                return raw.cursor().execute("PRAGMA data_version").fetchone()[0]
-            finally:
-                raw.close()
-
-        version = await asyncio.get_running_loop().run_in_executor(self._executor, read)
+        version = await self.writer.data_version()
         changed = self._data_version is not None and version != self._data_version
         self._data_version = version
         return changed

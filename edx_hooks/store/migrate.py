@@ -164,7 +164,7 @@ def prepare_sqlite(engine: sa.Engine, create: bool) -> Upgrade:
     service never holds it up); only when there is something to create or
     upgrade does it take the write lock, and for an upgrade, first a copy of
     the file, then foreign keys off while tables are rebuilt, checked after."""
-    path = sqlite_path(engine.url) or ":memory:"
+    path = sqlite_path(engine.url)
     where = f"database {path}"
     with engine.connect() as conn:
         raw = conn.connection.dbapi_connection  # the driver's autocommit: no BEGIN
@@ -176,7 +176,7 @@ def prepare_sqlite(engine: sa.Engine, create: bool) -> Upgrade:
         check_usable(found, create, where)
         if found == head():
             return Upgrade(found, found)
-        backup = _backup(path, found) if found is not None and path != ":memory:" else None
+        backup = _backup(path, found) if found is not None else None
         raw.execute("PRAGMA foreign_keys=OFF")  # takes effect outside a transaction only
         try:
             with conn.begin():  # BEGIN IMMEDIATE: the write lock, for all of it
@@ -244,19 +244,13 @@ def _closing(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 def status(url: str) -> tuple[str, bool]:
     """What ``check-config`` says of the database, without creating or
     changing it: (one line, whether it is usable)."""
-    engine_url = sa.make_url(url)
-    if engine_url.get_backend_name() == "sqlite":
-        path = sqlite_path(engine_url)
-        if path is None:
-            return "database: in memory, created at each start", True
-        if not os.path.exists(path):
-            return (f"database {path}: does not exist yet; `edx-hooks serve` creates it "
-                    f"(schema {head()})"), True
-        engine_url = engine_url.set(drivername="sqlite",
-                                    database=f"file:{path}?mode=ro", query={"uri": "true"})
-    else:
-        engine_url = engine_url.set(drivername=engine_url.get_backend_name())
-    engine = sa.create_engine(engine_url)
+    path = sqlite_path(sa.make_url(url))
+    if path is None:
+        return "database: database.url names no SQLite file", False
+    if not os.path.exists(path):
+        return (f"database {path}: does not exist yet; `edx-hooks serve` creates it "
+                f"(schema {head()})"), True
+    engine = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
     try:
         with engine.connect() as conn:
             found = revision(conn)
