@@ -12,30 +12,19 @@ import asyncio
 import datetime as dt
 import logging
 import socket
-from types import SimpleNamespace
 
 from tornado import web
 from tornado.httpserver import HTTPServer
 
 from . import jobs, logs
 from . import scheduler as sched
+from .config import Config
 from .handlers import DeliveryHandler, HealthHandler, Inflight
 from .lms import LMSClient
 from .store import Store, utcnow
-from .storefronts import shopify, woocommerce
+from .storefronts import STOREFRONTS
 
 log = logging.getLogger("edx_hooks.app")
-
-#: (path, storefront section, storefront module, what the endpoint handles)
-ROUTES = (
-    (r"/webhooks/shopify/order/create/?", "shopify", shopify, "order/create"),
-    (r"/webhooks/shopify/order/cancelled/?", "shopify", shopify, "order/cancelled"),
-    (r"/webhooks/shopify/refund/create/?", "shopify", shopify, "refund/create"),
-    # order.created and order.updated are handled alike: a shop that enrolls
-    # only on payment subscribes order.updated, others order.created.
-    (r"/webhooks/woocommerce/order/create/?", "woocommerce", woocommerce, "order"),
-    (r"/webhooks/woocommerce/order/update/?", "woocommerce", woocommerce, "order"),
-)
 
 #: How long stopping waits for requests under way.
 SHUTDOWN_GRACE_SECONDS = 5.0
@@ -48,7 +37,7 @@ WATCH_SECONDS = 1.0
 
 
 class Service:
-    def __init__(self, cfg: SimpleNamespace):
+    def __init__(self, cfg: Config):
         self.cfg = cfg
         self.scheduler = sched.create(cfg.database.jobs_url)
         # Each committed batch's new line items get their job before any
@@ -70,15 +59,17 @@ class Service:
                       max_body_size=self.cfg.server.max_body_size,
                       rejected_body_keep=self.cfg.retention.rejected_body_bytes)
         routes = []
-        for path, section, module, endpoint in ROUTES:
-            settings = getattr(self.cfg, section)
-            if settings is None:
-                routes.append((path, DeliveryHandler,
-                               dict(common, not_found=f"{section}-not-configured")))
-            else:
-                routes.append((path, DeliveryHandler,
-                               dict(common, storefront=module, settings=settings,
-                                    endpoint=endpoint)))
+        for name, storefront in STOREFRONTS.items():
+            shops = self.cfg.shops[name]
+            for endpoint in storefront.endpoints:
+                path = rf"/webhooks/{name}/{endpoint.path}/?"
+                if not shops:
+                    routes.append((path, DeliveryHandler,
+                                   dict(common, not_found=f"{name}-not-configured")))
+                else:
+                    routes.append((path, DeliveryHandler,
+                                   dict(common, storefront=storefront, shops=shops,
+                                        endpoint=endpoint)))
         routes.append((r"/healthz", HealthHandler, {"store": self.store}))
         return web.Application(routes, default_handler_class=DeliveryHandler,
                                default_handler_args=common)

@@ -11,10 +11,14 @@ import json
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, logs
 from . import config as config_mod
+from .config import Config
+
+if TYPE_CHECKING:
+    from .store import Store
 
 log = logs.logging.getLogger("edx_hooks")
 
@@ -23,7 +27,7 @@ class Failure(Exception):
     """Ends a command with this one-line message and exit code 1."""
 
 
-async def _serve(cfg: Any, args: argparse.Namespace) -> int:
+async def _serve(cfg: Config, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from .app import Service
@@ -95,7 +99,7 @@ def _short(text: str | None, width: int = 70) -> str | None:
 
 # -- commands that read and write the database
 
-async def _orders(store: Any, cfg: Any, args: argparse.Namespace) -> int:
+async def _orders(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     found = await store.orders(state=args.state, since=args.since, limit=args.limit)
     if args.json:
         print(_json(found))
@@ -108,7 +112,7 @@ async def _orders(store: Any, cfg: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _order(store: Any, cfg: Any, args: argparse.Namespace) -> int:
+async def _order(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     found = await store.order_story(args.provider, args.order_id)
     if not found:
         raise Failure(f"no {args.provider} order {args.order_id}: `edx-hooks orders` lists them")
@@ -141,7 +145,7 @@ async def _order(store: Any, cfg: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _retry(store: Any, cfg: Any, args: argparse.Namespace) -> int:
+async def _retry(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     ids = await _set_pending_again(store, args)
     print(f"{len(ids)} line item(s) set pending again: {', '.join(map(str, ids))}")
     if args.wait is None:
@@ -151,7 +155,7 @@ async def _retry(store: Any, cfg: Any, args: argparse.Namespace) -> int:
     return await _wait_for(store, ids, args.wait)
 
 
-async def _wait_for(store: Any, ids: list[int], timeout: float) -> int:
+async def _wait_for(store: Store, ids: list[int], timeout: float) -> int:
     """Print each item's outcome as it comes; 0 if every one succeeded."""
     from .store import ACTIVE, FAILED, UNENROLL_FAILED
 
@@ -175,7 +179,7 @@ async def _wait_for(store: Any, ids: list[int], timeout: float) -> int:
     return 0 if ok else 1
 
 
-async def _set_pending_again(store: Any, args: argparse.Namespace) -> list[int]:
+async def _set_pending_again(store: Store, args: argparse.Namespace) -> list[int]:
     if args.all_failed:
         ids = await store.retry_failed()
     elif args.item:
@@ -192,11 +196,11 @@ async def _set_pending_again(store: Any, args: argparse.Namespace) -> list[int]:
     return ids
 
 
-async def _replay(store: Any, cfg: Any, args: argparse.Namespace) -> int:
+async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     from tornado.httputil import HTTPHeaders
 
     from .store import NewDelivery, utcnow
-    from .storefronts import by_provider
+    from .storefronts import STOREFRONTS
 
     original = await store.delivery(args.delivery_id)
     if original is None:
@@ -206,16 +210,16 @@ async def _replay(store: Any, cfg: Any, args: argparse.Namespace) -> int:
     if len(original["body"]) < original["body_size"]:
         raise Failure(f"only the first {len(original['body'])} of {original['body_size']} "
                       f"bytes of delivery {args.delivery_id} were kept: it cannot be verified")
-    module = by_provider(original["provider"])
-    settings = getattr(cfg, original["provider"], None) if module else None
-    endpoint = original["endpoint"].split("/webhooks/", 1)[-1].split("/", 1)[-1].rstrip("/")
-    if settings is None:
+    storefront = STOREFRONTS.get(original["provider"])
+    shops = cfg.shops.get(original["provider"]) if storefront else None
+    if not shops:
         raise Failure(f"delivery {args.delivery_id} came for {original['provider']}, "
                       "which is not configured")
+    # the endpoint it came to ("POST /webhooks/shopify/order/create"), or the first
+    path = original["endpoint"].split(f"/webhooks/{storefront.name}/", 1)[-1]
+    endpoint = storefront.endpoint(path) or storefront.endpoints[0]
     headers = json.loads(original["headers"])
-    endpoint = endpoint if endpoint in getattr(module, "TOPICS", {}) else (
-        "order/create" if module.PROVIDER == "shopify" else "order")
-    outcome = module.receive(HTTPHeaders(headers), original["body"], settings, endpoint)
+    outcome = storefront.receive(HTTPHeaders(headers), original["body"], shops, endpoint)
     replay = NewDelivery(
         provider=original["provider"], endpoint=f"REPLAY {original['endpoint']}"[:200],
         received_at=utcnow(), client_ip=original["client_ip"], headers=headers,
@@ -232,7 +236,7 @@ async def _replay(store: Any, cfg: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _prune(store: Any, cfg: Any, args: argparse.Namespace) -> int:
+async def _prune(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     before = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=args.older_than)
     count = await store.prune(before)
     print(f"removed body and headers of {count} finished deliveries older than "
@@ -240,7 +244,7 @@ async def _prune(store: Any, cfg: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_store(command: Any, cfg: Any, args: argparse.Namespace) -> int:
+async def _with_store(command: Any, cfg: Config, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from .store import SchemaError, Store
@@ -259,7 +263,7 @@ async def _with_store(command: Any, cfg: Any, args: argparse.Namespace) -> int:
         await store.close()
 
 
-async def _check(cfg: Any, args: argparse.Namespace) -> int:
+async def _check(cfg: Config, args: argparse.Namespace) -> int:
     from .store.migrate import status
 
     print(f"config OK: listening on {cfg.server.address}:{cfg.server.port}, database "
@@ -274,7 +278,7 @@ async def _check(cfg: Any, args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-async def probe(settings: Any) -> list[tuple[bool, str]]:
+async def probe(settings: config_mod.LMS) -> list[tuple[bool, str]]:
     """Check the LMS set-up the way an operator would, and say what was found
     (``check-config --online``).
 
@@ -342,6 +346,8 @@ ORDER_STATES = ["pending", "enrolled", "failed", "unenrolled", "not-enrolled",
 
 
 def parser() -> argparse.ArgumentParser:
+    from .storefronts import STOREFRONTS
+
     top = argparse.ArgumentParser(
         prog="edx-hooks", description="Shop order webhooks in, Open edX enrollments out.")
     top.add_argument("--version", action="version", version=f"edx-hooks {__version__}")
@@ -360,14 +366,14 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
     sub.add_argument("--json", action="store_true", help="JSON for scripts")
     sub = command("order", "everything about one order: deliveries and line items")
-    sub.add_argument("provider", choices=["shopify", "woocommerce"])
+    sub.add_argument("provider", choices=list(STOREFRONTS))
     sub.add_argument("order_id", help="the shop's order id (order=... in the log)")
     sub.add_argument("--json", action="store_true", help="JSON for scripts")
     sub = command("retry", "set failed line items pending again, with fresh attempts",
                   description="Set failed line items pending again, attempts counted from "
                               "zero, once the cause is fixed. The running service picks them "
                               "up within a second; a stopped one at its next start.")
-    sub.add_argument("provider", nargs="?", choices=["shopify", "woocommerce"])
+    sub.add_argument("provider", nargs="?", choices=list(STOREFRONTS))
     sub.add_argument("order_id", nargs="?", help="the shop's order id")
     sub.add_argument("--item", type=int, nargs="+", metavar="ID",
                      help="line item ids (item=... in the log)")

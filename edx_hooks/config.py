@@ -1,25 +1,37 @@
 """Configuration: every setting declared once, read from one TOML file and the
 environment, validated before anything starts.
 
-Each setting has a section, a key, a parser, a default (or none, when it is
-required) and a help line. ``EDX_HOOKS_<SECTION>_<KEY>`` in the environment
-wins over the file, so secrets can stay out of it. Any problem raises
-:class:`ConfigError` whose message is one line naming the key and the fix.
+A section's settings are the fields of a frozen dataclass (:class:`Server`,
+:class:`LMS`...; a storefront declares its shop's own): each field is a
+setting, with its type, its default (or none, when it is required), the
+parser that checks it and a help line (:func:`setting`). So a reader, and
+the linter, see every setting the code uses; a typo is an AttributeError at
+once, not a surprise at run time. ``EDX_HOOKS_<SECTION>_<KEY>`` in the
+environment wins over the file, so secrets can stay out of it. Any problem
+raises :class:`ConfigError`, whose message is one line naming the key and
+the fix.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from types import SimpleNamespace
+from dataclasses import dataclass, field
 from typing import Any
 
 ENV_PREFIX = "EDX_HOOKS_"
-REQUIRED = object()
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "(required)"
+
+
+REQUIRED: Any = _Required()
 
 
 class ConfigError(Exception):
@@ -29,7 +41,7 @@ class ConfigError(Exception):
 # --- parsers: take a TOML value or an environment string, return the value or
 # raise ValueError with the fix.
 
-def _boolean(value: Any) -> bool:
+def boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
@@ -39,7 +51,7 @@ def _boolean(value: Any) -> bool:
     raise ValueError("must be true or false")
 
 
-def _integer(low: int, high: int) -> Callable[[Any], int]:
+def integer(low: int, high: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError(f"must be a whole number from {low} to {high}")
@@ -54,7 +66,7 @@ def _integer(low: int, high: int) -> Callable[[Any], int]:
     return parse
 
 
-def _number(low: float, high: float) -> Callable[[Any], float]:
+def number(low: float, high: float) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
         if isinstance(value, bool):
             raise ValueError(f"must be a number from {low:g} to {high:g}")
@@ -69,28 +81,28 @@ def _number(low: float, high: float) -> Callable[[Any], float]:
     return parse
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string in quotes")
     return value
 
 
-def _nonempty(value: Any) -> str:
-    value = _text(value).strip()
+def nonempty(value: Any) -> str:
+    value = text(value).strip()
     if not value:
         raise ValueError("must not be empty")
     return value
 
 
-def _secret(value: Any) -> str:
+def secret(value: Any) -> str:
     # An empty HMAC key is a key anyone can use.
-    value = _text(value)
+    value = text(value)
     if not value.strip():
         raise ValueError("must not be empty (an empty signing key is a key anyone can use)")
     return value
 
 
-def _secrets(value: Any) -> list[str]:
+def secrets(value: Any) -> list[str]:
     """One secret, or several (a list; in the environment a JSON array) during
     a rotation: a delivery is genuine if any of them verifies it."""
     if isinstance(value, str) and value.strip().startswith("["):
@@ -101,11 +113,11 @@ def _secrets(value: Any) -> list[str]:
     values = value if isinstance(value, list) else [value]
     if not values:
         raise ValueError("must hold at least one secret")
-    return [_secret(v) for v in values]
+    return [secret(v) for v in values]
 
 
-def _http_url(value: Any) -> str:
-    value = _nonempty(value)
+def http_url(value: Any) -> str:
+    value = nonempty(value)
     parts = urllib.parse.urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http(s) URL such as https://lms.example.org")
@@ -114,16 +126,16 @@ def _http_url(value: Any) -> str:
     return value.rstrip("/")
 
 
-def _source_url(value: Any) -> str:
-    value = _nonempty(value)
+def source_url(value: Any) -> str:
+    value = nonempty(value)
     parts = urllib.parse.urlsplit(value)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError("must be the shop's http(s) home URL such as https://shop.example/")
     return value
 
 
-def _syslog_address(value: Any) -> str:
-    value = _nonempty(value)
+def syslog_address(value: Any) -> str:
+    value = nonempty(value)
     if value.startswith("/"):
         return value
     host, sep, port = value.rpartition(":")
@@ -133,15 +145,15 @@ def _syslog_address(value: Any) -> str:
     return value
 
 
-def _shop_domain(value: Any) -> str:
-    value = _nonempty(value).lower()
+def shop_domain(value: Any) -> str:
+    value = nonempty(value).lower()
     if "/" in value or ":" in value or " " in value:
         raise ValueError("must be the bare shop domain, such as my-school.myshopify.com")
     return value
 
 
-def _database_url(value: Any) -> str:
-    value = _nonempty(value)
+def database_url(value: Any) -> str:
+    value = nonempty(value)
     if "://" not in value:
         raise ValueError("must be an SQLite URL such as sqlite+aiosqlite:///edx-hooks.db")
     if value.startswith("sqlite") and not value.startswith("sqlite+aiosqlite://"):
@@ -153,21 +165,33 @@ def _database_url(value: Any) -> str:
     return value
 
 
-def _choice(*choices: str) -> Callable[[Any], str]:
+def choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
-        value = _text(value).strip().lower()
+        value = text(value).strip().lower()
         if value not in choices:
             raise ValueError("must be one of " + ", ".join(repr(c) for c in choices))
         return value
     return parse
 
 
-def _sku_prefix(value: Any) -> str:
-    return _text(value).lstrip("/")
+def sku_prefix(value: Any) -> str:
+    return text(value).lstrip("/")
+
+
+def setting(default: Any, parse: Callable[[Any], Any], help: str) -> Any:
+    """A setting, declared as a dataclass field: its default (``REQUIRED``:
+    none), the parser that checks a value from the file or the environment,
+    and a help line."""
+    metadata = {"parse": parse, "help": help, "default": default}
+    shown = parse not in (secret, secrets)  # a secret stays out of every repr
+    if default is REQUIRED:
+        return field(metadata=metadata, repr=shown)
+    return field(default=default, metadata=metadata, repr=shown)
 
 
 @dataclass(frozen=True)
 class Setting:
+    """One setting as the loader, ``edx-hooks settings`` and the docs see it."""
     section: str
     key: str
     parse: Callable[[Any], Any]
@@ -182,77 +206,127 @@ class Setting:
     def env(self) -> str:
         return f"{ENV_PREFIX}{self.section.upper()}_{self.key.upper()}"
 
+    @property
+    def secret(self) -> bool:
+        return self.parse in (secret, secrets)
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("server", "address", _nonempty, "127.0.0.1", "address to listen on"),
-    Setting("server", "port", _integer(1, 65535), 8090, "TCP port to listen on"),
-    Setting("server", "xheaders", _boolean, False,
-            "trust X-Real-IP / X-Forwarded-For (turn on behind nginx, off otherwise)"),
-    Setting("server", "max_body_size", _integer(1024, 256 * 1024 * 1024), 2 * 1024 * 1024,
-            "largest accepted request body in bytes; larger ones get 413"),
-    Setting("server", "client_timeout_seconds", _number(1, 3600), 10.0,
-            "a client sending its headers or body slower than this is cut off"),
-    Setting("retention", "rejected_days", _number(0.01, 36500), 30.0,
-            "rejected deliveries are deleted after this many days"),
-    Setting("retention", "rejected_body_bytes", _integer(0, 16 * 1024 * 1024), 65536,
-            "how much of a rejected delivery's body is kept"),
-    Setting("retention", "rejected_max_bytes", _integer(0, 2**40), 32 * 1024 * 1024,
-            "bodies of rejected deliveries kept in all; past it, only their first 1 KiB"),
-    Setting("database", "url", _database_url, "sqlite+aiosqlite:///edx-hooks.db",
-            "the SQLite file (sqlite+aiosqlite:///path)"),
-    Setting("database", "jobs_url", _text, "",
-            "synchronous SQLAlchemy URL of the APScheduler job store; "
-            "empty = a sibling file <database>.jobs.db for SQLite"),
-    Setting("database", "sqlite_synchronous", _choice("full", "normal"), "full",
-            "SQLite PRAGMA synchronous: full survives a power cut, normal only a crash"),
-    Setting("lms", "base_url", _http_url, REQUIRED, "root URL of the Open edX LMS"),
-    Setting("lms", "client_id", _nonempty, REQUIRED, "OAuth2 client id (global-staff user)"),
-    Setting("lms", "client_secret", _secret, REQUIRED, "OAuth2 client secret"),
-    Setting("lms", "sku_prefix", _sku_prefix, "",
-            "path prefix of SKU redirects on the LMS, e.g. 'sku/'"),
-    Setting("lms", "auto_enroll", _boolean, True,
-            "enroll learners without an account when they register"),
-    Setting("lms", "email_students", _boolean, True, "let the LMS email the learner"),
-    Setting("lms", "timeout_seconds", _number(0.1, 300), 10.0,
-            "connect and request timeout of every LMS call"),
-    Setting("lms", "max_calls_per_minute", _integer(0, 100000), 100,
-            "pace of enrollment calls (the LMS throttles at about 120 a minute); 0 = unpaced"),
-    Setting("retry", "attempts", _integer(1, 100), 3, "LMS attempts per line item in all"),
-    Setting("retry", "delay_seconds", _number(0, 86400), 180.0,
-            "seconds between attempts after a transient failure"),
-    Setting("retry", "sweep_seconds", _number(0.1, 3600), 60.0,
-            "how often pending items that lost their job are looked for"),
-    Setting("logging", "level", _choice("debug", "info", "warning", "error"), "info",
-            "log level (learner emails appear only at debug)"),
-    Setting("logging", "format", _choice("text", "json"), "text",
-            "text: event=... key=value lines; json: one JSON object per line"),
-    Setting("logging", "syslog", _boolean, False,
-            "log to syslog (facility local0) instead of stderr"),
-    Setting("logging", "syslog_address", _syslog_address, "/dev/log",
-            "syslog socket path, or host:port for UDP"),
-    Setting("shopify", "shop_domain", _shop_domain, REQUIRED,
-            "the shop's *.myshopify.com domain"),
-    Setting("shopify", "secret", _secrets, REQUIRED,
-            "the webhook signing secret; a list of secrets while rotating"),
-    Setting("shopify", "require_payment", _boolean, False,
-            "enroll an order only once its financial_status is paid"),
-    Setting("shopify", "accept_test_orders", _boolean, True,
-            "enroll orders Shopify marks test: true"),
-    Setting("shopify", "unenroll_on_refund", _boolean, False,
-            "unenroll the refunded or cancelled line items (destructive: off by default)"),
-    Setting("woocommerce", "source", _source_url, REQUIRED,
-            "the shop's home URL, as in X-WC-Webhook-Source (e.g. https://shop.example/)"),
-    Setting("woocommerce", "secret", _secrets, REQUIRED,
-            "the webhook's secret; a list of secrets while rotating"),
-    Setting("woocommerce", "require_payment", _boolean, False,
-            "record orders without date_paid_gmt as awaiting-payment; enroll on a paid update"),
-    Setting("woocommerce", "unenroll_on_refund", _boolean, False,
-            "unenroll the items of a refunded or cancelled order (destructive: off by default)"),
-)
 
-#: Sections whose absence switches a storefront off.
-OPTIONAL_SECTIONS = ("shopify", "woocommerce")
-SECTIONS = tuple(dict.fromkeys(s.section for s in SETTINGS))
+def declared(section: str, cls: type) -> tuple[Setting, ...]:
+    """The settings a section's dataclass declares, in order."""
+    return tuple(Setting(section, f.name, f.metadata["parse"], f.metadata["default"],
+                         f.metadata["help"]) for f in dataclasses.fields(cls))
+
+
+# --- the sections
+
+@dataclass(frozen=True, kw_only=True)
+class Server:
+    address: str = setting("127.0.0.1", nonempty, "address to listen on")
+    port: int = setting(8090, integer(1, 65535), "TCP port to listen on")
+    xheaders: bool = setting(False, boolean, "trust X-Real-IP / X-Forwarded-For (turn on "
+                                             "behind nginx, off otherwise)")
+    max_body_size: int = setting(2 * 1024 * 1024, integer(1024, 256 * 1024 * 1024),
+                                 "largest accepted request body in bytes; larger ones get 413")
+    client_timeout_seconds: float = setting(
+        10.0, number(1, 3600), "a client sending its headers or body slower than this is cut off")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retention:
+    rejected_days: float = setting(30.0, number(0.01, 36500),
+                                   "rejected deliveries (and pings) are deleted after this many "
+                                   "days")
+    rejected_body_bytes: int = setting(65536, integer(0, 16 * 1024 * 1024),
+                                       "how much of a rejected delivery's body is kept")
+    rejected_max_bytes: int = setting(32 * 1024 * 1024, integer(0, 2**40),
+                                      "bodies of rejected deliveries kept in all; past it, "
+                                      "only their first 1 KiB")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Database:
+    url: str = setting("sqlite+aiosqlite:///edx-hooks.db", database_url,
+                       "the SQLite file (sqlite+aiosqlite:///path)")
+    jobs_url: str = setting("", text, "synchronous SQLAlchemy URL of the APScheduler job "
+                                      "store; empty = a sibling file <database>.jobs.db")
+    sqlite_synchronous: str = setting("full", choice("full", "normal"),
+                                      "SQLite PRAGMA synchronous: full survives a power cut, "
+                                      "normal only a crash")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LMS:
+    base_url: str = setting(REQUIRED, http_url, "root URL of the Open edX LMS")
+    client_id: str = setting(REQUIRED, nonempty, "OAuth2 client id (global-staff user)")
+    client_secret: str = setting(REQUIRED, secret, "OAuth2 client secret")
+    sku_prefix: str = setting("", sku_prefix,
+                              "path prefix of SKU redirects on the LMS, e.g. 'sku/'")
+    auto_enroll: bool = setting(True, boolean,
+                                "enroll learners without an account when they register")
+    email_students: bool = setting(True, boolean, "let the LMS email the learner")
+    timeout_seconds: float = setting(10.0, number(0.1, 300),
+                                     "connect and request timeout of every LMS call")
+    max_calls_per_minute: int = setting(100, integer(0, 100000),
+                                        "pace of enrollment calls (the LMS throttles at about "
+                                        "120 a minute); 0 = unpaced")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retry:
+    attempts: int = setting(3, integer(1, 100), "LMS attempts per line item in all")
+    delay_seconds: float = setting(180.0, number(0, 86400),
+                                   "seconds between attempts after a transient failure")
+    sweep_seconds: float = setting(60.0, number(0.1, 3600),
+                                   "how often pending items that lost their job are looked for")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Logging:
+    level: str = setting("info", choice("debug", "info", "warning", "error"),
+                         "log level (learner emails appear only at debug)")
+    format: str = setting("text", choice("text", "json"),
+                          "text: event=... key=value lines; json: one JSON object per line")
+    syslog: bool = setting(False, boolean, "log to syslog (facility local0) instead of stderr")
+    syslog_address: str = setting("/dev/log", syslog_address,
+                                  "syslog socket path, or host:port for UDP")
+
+
+#: the sections every configuration has, by name
+SECTIONS: dict[str, type] = {"server": Server, "retention": Retention, "database": Database,
+                             "lms": LMS, "retry": Retry, "logging": Logging}
+
+
+@dataclass(frozen=True)
+class Config:
+    server: Server
+    retention: Retention
+    database: Database
+    lms: LMS
+    retry: Retry
+    logging: Logging
+    #: each storefront's shops, by storefront name (none: switched off)
+    shops: Mapping[str, tuple[Any, ...]]
+    #: the file read, if any
+    path: str | None = None
+    #: the secrets set in that file (config.readable warns about them)
+    secrets_in_file: tuple[str, ...] = ()
+
+    @property
+    def storefronts(self) -> list[str]:
+        """The storefronts switched on."""
+        return [name for name, shops in self.shops.items() if shops]
+
+
+def storefront_sections() -> dict[str, type]:
+    """The storefronts' sections (several shops each, absent = off), by name."""
+    from .storefronts import STOREFRONTS
+    return {name: sf.settings for name, sf in STOREFRONTS.items()}
+
+
+def settings() -> tuple[Setting, ...]:
+    """Every setting: the sections', then the storefronts'."""
+    every = {**SECTIONS, **storefront_sections()}
+    return tuple(s for name, cls in every.items() for s in declared(name, cls))
 
 
 def _fix_hint(setting: Setting) -> str:
@@ -276,17 +350,16 @@ def _read_file(path: str | None) -> dict[str, Any]:
             f"config file {path} is not valid TOML ({e}): fix the syntax") from None
 
 
-def _tables(section: str, value: Any, path: str | None) -> list[dict[str, Any]]:
+def _tables(section: str, value: Any, path: str | None, known: set[str],
+            several: bool) -> list[dict[str, Any]]:
     """A section's tables: one ``[section]``, or ``[[section]]`` for storefronts."""
     if isinstance(value, dict):
         tables = [value]
-    elif isinstance(value, list) and section in OPTIONAL_SECTIONS \
-            and all(isinstance(t, dict) for t in value):
+    elif isinstance(value, list) and several and all(isinstance(t, dict) for t in value):
         tables = value
     else:
-        form = f"[{section}] or [[{section}]]" if section in OPTIONAL_SECTIONS else f"[{section}]"
+        form = f"[{section}] or [[{section}]]" if several else f"[{section}]"
         raise ConfigError(f"{section} must be written as {form}: fix it in {path}")
-    known = {s.key for s in SETTINGS if s.section == section}
     for table in tables:
         for key in table:
             if key not in known:
@@ -295,7 +368,8 @@ def _tables(section: str, value: Any, path: str | None) -> list[dict[str, Any]]:
     return tables
 
 
-def _environment(environ: Mapping[str, str]) -> dict[tuple[str, int | None, str], str]:
+def _environment(environ: Mapping[str, str], keys: dict[str, set[str]],
+                 several: set[str]) -> dict[tuple[str, int | None, str], str]:
     """EDX_HOOKS_<SECTION>_<KEY>, and EDX_HOOKS_<STOREFRONT>_<N>_<KEY> for the
     N-th (from 0) of several shops, keyed by (section, N or None, key)."""
     found: dict[tuple[str, int | None, str], str] = {}
@@ -303,118 +377,122 @@ def _environment(environ: Mapping[str, str]) -> dict[tuple[str, int | None, str]
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
             continue
         rest = name[len(ENV_PREFIX):].lower()
-        for section in sorted(SECTIONS, key=len, reverse=True):
+        for section in sorted(keys, key=len, reverse=True):
             if not rest.startswith(section + "_"):
                 continue
             key, index = rest[len(section) + 1:], None
             head, _, tail = key.partition("_")
-            if section in OPTIONAL_SECTIONS and head.isdigit() and tail:
+            if section in several and head.isdigit() and tail:
                 key, index = tail, int(head)
-            if not any(s.section == section and s.key == key for s in SETTINGS):
+            if key not in keys[section]:
                 raise ConfigError(
                     f"unknown environment variable {name}: unset it or fix its spelling")
             found[(section, index, key)] = value
             break
         else:
-            if any(rest.startswith(sec.split("_")[0]) for sec in SECTIONS):
+            if any(rest.startswith(section.split("_")[0]) for section in keys):
                 raise ConfigError(
                     f"unknown environment variable {name}: unset it or fix its spelling")
     return found
 
 
-def load(path: str | None, environ: Mapping[str, str] | None = None) -> SimpleNamespace:
-    """Read ``path`` (may be None) and ``environ``; return a namespace per
-    section. A storefront section is a list of shops (``None`` when it is
-    switched off)."""
+def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (may be None) and ``environ``; return the :class:`Config`."""
     environ = os.environ if environ is None else environ
+    storefronts = storefront_sections()
+    every = {**SECTIONS, **storefronts}
+    declarations = {name: declared(name, cls) for name, cls in every.items()}
     data = _read_file(path)
     for section in data:
-        if section not in SECTIONS:
+        if section not in every:
             raise ConfigError(f"unknown section [{section}] in {path}: remove it "
-                              f"(known sections: {', '.join(SECTIONS)})")
-    tables = {section: _tables(section, value, path) for section, value in data.items()}
-    env = _environment(environ)
+                              f"(known sections: {', '.join(every)})")
+    tables = {section: _tables(section, value, path, {s.key for s in declarations[section]},
+                               section in storefronts)
+              for section, value in data.items()}
+    env = _environment(environ, {name: {s.key for s in d} for name, d in declarations.items()},
+                       set(storefronts))
 
-    sections: dict[str, Any] = {}
+    built: dict[str, Any] = {}
+    shops: dict[str, tuple[Any, ...]] = {}
     secrets_in_file: list[str] = []
-    for section in SECTIONS:
-        members = [s for s in SETTINGS if s.section == section]
+    for section, cls in every.items():
+        several = section in storefronts
         found = tables.get(section, [])
         indexes = {i for (sec, i, _) in env if sec == section and i is not None}
         count = max([len(found), *(i + 1 for i in indexes)], default=0)
         if not count and any(sec == section for (sec, _, _) in env):
             count = 1
-        if section in OPTIONAL_SECTIONS and not count:
-            sections[section] = None
+        if several and not count:
+            shops[section] = ()
             continue
-        if section in OPTIONAL_SECTIONS and count > 1 and any(
-                sec == section and i is None for (sec, i, _) in env):
+        if several and count > 1 and any(sec == section and i is None for (sec, i, _) in env):
             raise ConfigError(f"there are {count} [[{section}]] shops: name one in the "
                               f"environment as {ENV_PREFIX}{section.upper()}_<N>_<KEY>, "
                               "N counting from 0")
-        shops = []
+        made = []
         for n in range(max(count, 1)):
             table = found[n] if n < len(found) else {}
             label = section if count <= 1 else f"{section}[{n}]"
-            values = {}
-            for s in members:
-                env_key = next((k for k in ((section, n, s.key), (section, None, s.key))
-                                if k in env), None)
-                if env_key is not None:
-                    raw = env[env_key]
-                    origin = (f"{ENV_PREFIX}{section.upper()}_{n}_{s.key.upper()}"
-                              if env_key[1] is not None else s.env)
-                elif s.key in table:
-                    raw, origin = table[s.key], f"{label}.{s.key}"
-                    if s.parse in (_secret, _secrets):
-                        secrets_in_file.append(f"{label}.{s.key}")
-                elif s.default is REQUIRED:
-                    raise ConfigError(f"{label}.{s.key} is required ({s.help}): "
-                                      f"{_fix_hint(s)}")
-                else:
-                    values[s.key] = s.default
-                    continue
-                try:
-                    values[s.key] = s.parse(raw)
-                except ValueError as e:
-                    shown = "<hidden>" if "secret" in s.key else repr(raw)
-                    where = "" if origin == f"{label}.{s.key}" else f" (from {origin})"
-                    raise ConfigError(f"{label}.{s.key} = {shown}{where} {e}: "
-                                      f"{_fix_hint(s)}") from None
-            shops.append(SimpleNamespace(**values))
-        sections[section] = shops if section in OPTIONAL_SECTIONS else shops[0]
+            made.append(cls(**_values(declarations[section], table, env, section, n, label,
+                                      secrets_in_file)))
+        if several:
+            shops[section] = tuple(made)
+        else:
+            built[section] = made[0]
 
-    cfg = SimpleNamespace(**sections)
-    for name in OPTIONAL_SECTIONS:
-        _check_unique(name, cfg)
-    cfg.database.jobs_url = cfg.database.jobs_url or jobs_url_for(cfg.database.url)
-    cfg.storefronts = [name for name in OPTIONAL_SECTIONS if sections[name] is not None]
-    cfg.path = path
-    cfg.secrets_in_file = secrets_in_file
-    return cfg
+    for section, section_shops in shops.items():
+        _check_unique(section, section_shops)
+    database = built["database"]
+    built["database"] = dataclasses.replace(
+        database, jobs_url=database.jobs_url or jobs_url_for(database.url))
+    return Config(**built, shops=shops, path=path, secrets_in_file=tuple(secrets_in_file))
 
 
-def _check_unique(section: str, cfg: SimpleNamespace) -> None:
-    """Two shops of one storefront must not claim the same domain or source."""
-    shops = getattr(cfg, section) or []
-    key = "shop_domain" if section == "shopify" else "source"
+def _values(declared_here: tuple[Setting, ...], table: dict[str, Any],
+            env: dict[tuple[str, int | None, str], str], section: str, n: int, label: str,
+            secrets_in_file: list[str]) -> dict[str, Any]:
+    """One table's values, from the environment, the file or the defaults."""
+    values = {}
+    for s in declared_here:
+        env_key = next((k for k in ((section, n, s.key), (section, None, s.key)) if k in env),
+                       None)
+        if env_key is not None:
+            raw = env[env_key]
+            origin = (f"{ENV_PREFIX}{section.upper()}_{n}_{s.key.upper()}"
+                      if env_key[1] is not None else s.env)
+        elif s.key in table:
+            raw, origin = table[s.key], f"{label}.{s.key}"
+            if s.secret:
+                secrets_in_file.append(f"{label}.{s.key}")
+        elif s.default is REQUIRED:
+            raise ConfigError(f"{label}.{s.key} is required ({s.help}): {_fix_hint(s)}")
+        else:
+            continue  # the dataclass's default
+        try:
+            values[s.key] = s.parse(raw)
+        except ValueError as e:
+            shown = "<hidden>" if s.secret else repr(raw)
+            where = "" if origin == f"{label}.{s.key}" else f" (from {origin})"
+            raise ConfigError(f"{label}.{s.key} = {shown}{where} {e}: "
+                              f"{_fix_hint(s)}") from None
+    return values
+
+
+def _check_unique(section: str, shops: tuple[Any, ...]) -> None:
+    """Two shops of one storefront must not claim the same shop."""
+    from .storefronts import STOREFRONTS
+    storefront = STOREFRONTS[section]
     seen: dict[str, int] = {}
     for n, shop in enumerate(shops):
-        ident = shop_key(section, getattr(shop, key))
+        ident = storefront.shop_id(shop)
         if ident in seen:
             raise ConfigError(f"{section}[{seen[ident]}] and {section}[{n}] have the same "
-                              f"{key}: give each shop its own")
+                              f"{storefront.shop_key}: give each shop its own")
         seen[ident] = n
 
 
-def shop_key(section: str, value: str) -> str:
-    if section == "woocommerce":
-        from .storefronts.woocommerce import normalize_source
-        return normalize_source(value)
-    return value.lower()
-
-
-def readable_by_others(cfg: SimpleNamespace) -> bool:
+def readable_by_others(cfg: Config) -> bool:
     """Whether the config file holds a secret and anyone on the machine can read it."""
     if not cfg.path or not cfg.secrets_in_file:
         return False
@@ -425,25 +503,17 @@ def readable_by_others(cfg: SimpleNamespace) -> bool:
 
 
 def jobs_url_for(url: str) -> str:
-    """The job store's synchronous URL for a database URL.
-
-    APScheduler's SQLAlchemyJobStore is synchronous; on the same SQLite file as
-    the async writer their transactions would block each other, so SQLite
-    gets a sibling file.
-    """
-    if url.startswith("sqlite+aiosqlite://"):
-        path = url[len("sqlite+aiosqlite:///"):]
-        if not path or path == ":memory:":
-            return "sqlite://"
-        return f"sqlite:///{path}.jobs.db"
-    scheme, rest = url.split("://", 1)
-    return f"{scheme.split('+', 1)[0]}://{rest}"
+    """The job store's synchronous URL for a database URL: a sibling SQLite
+    file (APScheduler's SQLAlchemyJobStore is synchronous; on the same file
+    as the writer their transactions would block each other)."""
+    path = url[len("sqlite+aiosqlite:///"):]
+    return f"sqlite:///{path}.jobs.db"
 
 
 def describe() -> str:
-    """Every setting with its default and help, for ``edx-hooks config --help``."""
+    """Every setting with its default and help, for ``edx-hooks settings``."""
     lines = []
-    for s in SETTINGS:
+    for s in settings():
         default = "(required)" if s.default is REQUIRED else repr(s.default)
         lines.append(f"{s.name:28} {default:32} {s.help}  [{s.env}]")
     return "\n".join(lines)

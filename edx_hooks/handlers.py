@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from types import ModuleType, SimpleNamespace
+from collections.abc import Sequence
 from typing import Any
 
 from tornado import web
 
 from . import logs
 from .store import NewDelivery, Recorded, Store, utcnow
-from .storefronts import Outcome, rejected
+from .storefronts import Endpoint, Outcome, Storefront, rejected
 
 log = logging.getLogger("edx_hooks.handlers")
 
@@ -55,15 +55,18 @@ class Inflight:
 
 @web.stream_request_body
 class DeliveryHandler(web.RequestHandler):
-    """Stores every request it answers. Subclasses say how to judge a POST."""
+    """Every request to ``/webhooks/`` (and any unknown path): a POST is
+    judged by the route's storefront; whatever the answer, the request is
+    stored first."""
 
     def initialize(self, store: Store, max_body_size: int, rejected_body_keep: int,
-                   inflight: Inflight,
-                   storefront: ModuleType | None = None,
-                   settings: list[SimpleNamespace] | None = None, endpoint: str = "",
+                   inflight: Inflight, storefront: Storefront | None = None,
+                   shops: Sequence[Any] = (), endpoint: Endpoint | None = None,
                    not_found: str = "unknown-endpoint") -> None:
-        """``storefront`` is the module that judges POSTs to this route, with
-        its ``settings``; without one the route answers 404 ``not_found``."""
+        """Tornado's injection (``Application`` route arguments): the store,
+        limits and, for a configured storefront's route, the storefront that
+        judges POSTs to it, its shops and the endpoint; without a storefront
+        the route answers 404 ``not_found``."""
         self.store = store
         self.inflight = inflight
         self.counted = False
@@ -71,10 +74,10 @@ class DeliveryHandler(web.RequestHandler):
         self.max_body_size = max_body_size
         self.rejected_body_keep = rejected_body_keep
         self.storefront = storefront
-        self.storefront_settings = settings
+        self.shops = shops
         self.endpoint = endpoint
         self.not_found = not_found
-        self.provider = storefront.PROVIDER if storefront else "unknown"
+        self.provider = storefront.name if storefront else "unknown"
 
     def prepare(self) -> Any:
         self.inflight.enter()
@@ -135,7 +138,7 @@ class DeliveryHandler(web.RequestHandler):
             await self.conclude(rejected(404, self.not_found))
         else:
             await self.conclude(self.storefront.receive(
-                self.request.headers, self.body, self.storefront_settings, self.endpoint))
+                self.request.headers, self.body, self.shops, self.endpoint))
 
     async def _not_post(self, *_: str) -> None:
         if self.storefront is None:

@@ -16,8 +16,10 @@ import logging.handlers
 import re
 import socket
 import sys
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Logging
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 
@@ -86,7 +88,7 @@ def _syslog_address(address: str) -> str | tuple[str, int]:
     return host or "localhost", int(port or 514)
 
 
-def setup(settings: SimpleNamespace) -> None:
+def setup(settings: Logging) -> None:
     """Send the logs where ``[logging]`` says, in its format, at its level."""
     if settings.syslog:
         handler: logging.Handler = logging.handlers.SysLogHandler(

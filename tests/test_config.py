@@ -35,7 +35,7 @@ def test_defaults(tmp_path):
     assert (cfg.lms.auto_enroll, cfg.lms.email_students) == (True, True)
     assert cfg.lms.timeout_seconds == 10
     assert (cfg.retry.attempts, cfg.retry.delay_seconds) == (3, 180)
-    assert cfg.shopify is None and cfg.storefronts == []
+    assert cfg.shops == {"shopify": (), "woocommerce": ()} and cfg.storefronts == []
 
 
 def test_environment_wins_over_the_file(tmp_path):
@@ -43,14 +43,15 @@ def test_environment_wins_over_the_file(tmp_path):
     cfg = load(tmp_path, sections, {"EDX_HOOKS_SHOPIFY_SECRET": "from-env",
                                     "EDX_HOOKS_SERVER_PORT": "9000",
                                     "EDX_HOOKS_SERVER_XHEADERS": "true"})
-    assert cfg.shopify[0].secret == ["from-env"]
+    assert cfg.shops["shopify"][0].secret == ["from-env"]
     assert cfg.server.port == 9000 and cfg.server.xheaders is True
 
 
 def test_a_storefront_can_be_configured_from_the_environment_alone(tmp_path):
     cfg = load(tmp_path, MINIMAL, {"EDX_HOOKS_SHOPIFY_SHOP_DOMAIN": "A.myshopify.com",
                                    "EDX_HOOKS_SHOPIFY_SECRET": "x"})
-    assert cfg.shopify[0].shop_domain == "a.myshopify.com" and cfg.storefronts == ["shopify"]
+    assert cfg.shops["shopify"][0].shop_domain == "a.myshopify.com"
+    assert cfg.storefronts == ["shopify"]
 
 
 def test_no_file_at_all(tmp_path):
@@ -106,7 +107,7 @@ def test_example_config_documents_every_key():
     import pathlib
     example = pathlib.Path(__file__).parent.parent / "conf" / "edx-hooks.example.toml"
     text = example.read_text()
-    for setting in config.SETTINGS:
+    for setting in config.settings():
         assert f"[{setting.section}]" in text
         assert f"{setting.key} =" in text, setting.name
     # and it loads, with its placeholders
@@ -131,14 +132,14 @@ accept_test_orders = true
 """)
     cfg = config.load(str(path), {"EDX_HOOKS_SHOPIFY_1_SECRET": "from-env",
                                   "EDX_HOOKS_SHOPIFY_0_UNENROLL_ON_REFUND": "true"})
-    live, staging = cfg.shopify
+    live, staging = cfg.shops["shopify"]
     assert live.secret == ["new-secret", "old-secret"] and live.unenroll_on_refund is True
     assert staging.secret == ["from-env"] and staging.unenroll_on_refund is False
-    assert cfg.secrets_in_file == ["lms.client_secret", "shopify[0].secret"]
+    assert cfg.secrets_in_file == ("lms.client_secret", "shopify[0].secret")
     with pytest.raises(ConfigError, match="name one in the environment"):
         config.load(str(path), {"EDX_HOOKS_SHOPIFY_SECRET": "which one?"})
     env_list = config.load(str(path), {"EDX_HOOKS_SHOPIFY_0_SECRET": '["a", "b"]'})
-    assert env_list.shopify[0].secret == ["a", "b"]
+    assert env_list.shops["shopify"][0].secret == ["a", "b"]
 
 
 def test_two_shops_with_one_domain_are_refused(tmp_path):

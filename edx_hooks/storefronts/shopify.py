@@ -6,11 +6,10 @@ of that shop's secrets (several during a rotation). The learner is the line
 item's ``email`` property; the course is its SKU (a course id, or a SKU the
 LMS redirects to a course).
 
-Endpoints and the topics they act on:
-
-- ``order/create``: ``orders/create`` and ``orders/paid`` enroll;
-- ``order/cancelled``: ``orders/cancelled`` unenrolls the whole order;
-- ``refund/create``: ``refunds/create`` unenrolls the refunded line items.
+Endpoints and the topics they act on are declared in :data:`STOREFRONT`:
+``order/create`` (``orders/create``, ``orders/paid``) enrolls,
+``order/cancelled`` (``orders/cancelled``) withdraws the whole order,
+``refund/create`` (``refunds/create``) the refunded line items.
 
 Refunds and cancellations are recorded whatever ``unenroll_on_refund`` says:
 a line item they name is never enrolled afterwards, even when the order
@@ -23,13 +22,16 @@ neither retries nor disables the webhook) but not acted on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import SimpleNamespace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from .. import config
 from ..store import AWAITING_PAYMENT, NewOrder, Unenroll
-from . import (
+from .base import (
+    Endpoint,
     Outcome,
+    Storefront,
     external_id,
     ignored,
     line_items,
@@ -40,15 +42,27 @@ from . import (
 
 PROVIDER = "shopify"
 EMAIL_HINT = "line item property 'email'"
-TOPICS = {
-    "order/create": ("orders/create", "orders/paid"),
-    "order/cancelled": ("orders/cancelled",),
-    "refund/create": ("refunds/create",),
-}
 
 
-def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace],
-            endpoint: str = "order/create") -> Outcome:
+@dataclass(frozen=True, kw_only=True)
+class Shop:
+    """One Shopify shop's settings: ``[shopify]``, or ``[[shopify]]`` for several."""
+    shop_domain: str = config.setting(config.REQUIRED, config.shop_domain,
+                                      "the shop's *.myshopify.com domain")
+    secret: list[str] = config.setting(config.REQUIRED, config.secrets,
+                                       "the webhook signing secret; a list of secrets while "
+                                       "rotating")
+    require_payment: bool = config.setting(False, config.boolean, "enroll an order only once "
+                                                                  "its financial_status is paid")
+    accept_test_orders: bool = config.setting(True, config.boolean,
+                                              "enroll orders Shopify marks test: true")
+    unenroll_on_refund: bool = config.setting(False, config.boolean,
+                                              "unenroll the refunded or cancelled line items "
+                                              "(destructive: off by default)")
+
+
+def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
+            endpoint: Endpoint) -> Outcome:
     """Verify a delivery and, when genuine, read what it asks for."""
     domain = headers.get("X-Shopify-Shop-Domain")
     signature = headers.get("X-Shopify-Hmac-Sha256")
@@ -66,18 +80,18 @@ def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace
     if doc is None:
         return rejected(400, "body-not-json-object", shop_domain)
     topic = headers.get("X-Shopify-Topic")
-    if topic is not None and topic.strip().lower() not in TOPICS[endpoint]:
+    if topic is not None and topic.strip().lower() not in endpoint.topics:
         return ignored("topic-not-handled-here", shop_domain,
-                       f"topic {topic[:60]!r} sent to the {endpoint} endpoint: check the "
+                       f"topic {topic[:60]!r} sent to the {endpoint.path} endpoint: check the "
                        "webhook's event in the Shopify admin")
-    if endpoint == "refund/create":
+    if endpoint.kind == "refund/create":
         return _refund(doc, shop, shop_domain)
     order_id = external_id(doc.get("id"))
     if order_id is None:
         return rejected(400, "order-id-missing", shop_domain)
     if doc.get("test") is True and not shop.accept_test_orders:
         return ignored("test-order-ignored", shop_domain)
-    if endpoint == "order/cancelled":
+    if endpoint.kind == "order/cancelled":
         # Kept whatever unenroll_on_refund says: an item of a cancelled order
         # is never enrolled, even if the order itself arrives only later.
         return Outcome(200, "cancellation" if shop.unenroll_on_refund else "unenroll-off",
@@ -101,7 +115,7 @@ def _order(doc: dict[str, Any], order_id: str, shop_domain: str,
                     items=[] if hold else line_items(doc.get("line_items"), _email, EMAIL_HINT))
 
 
-def _refund(doc: dict[str, Any], shop: SimpleNamespace, shop_domain: str) -> Outcome:
+def _refund(doc: dict[str, Any], shop: Shop, shop_domain: str) -> Outcome:
     """``refunds/create``: unenroll exactly the refunded line items."""
     order_id = external_id(doc.get("order_id"))
     if order_id is None:
@@ -134,3 +148,17 @@ def _property(line: dict[str, Any], wanted: str) -> Any:
                 and prop["name"].strip().lower() == wanted:
             return prop.get("value")
     return None
+
+
+STOREFRONT = Storefront(
+    name=PROVIDER, receive=receive, settings=Shop, shop_key="shop_domain",
+    endpoints=(
+        Endpoint("order/create", ("orders/create", "orders/paid"),
+                 "enrolls (with require_payment, once financial_status is paid)"),
+        Endpoint("order/cancelled", ("orders/cancelled",),
+                 "never enrolls the order's items from then on; with unenroll_on_refund, "
+                 "unenrolls the enrolled ones"),
+        Endpoint("refund/create", ("refunds/create",),
+                 "never enrolls the refunded line items from then on; with "
+                 "unenroll_on_refund, unenrolls them if enrolled"),
+    ))

@@ -31,13 +31,16 @@ from __future__ import annotations
 import datetime as dt
 import re
 import urllib.parse
-from collections.abc import Mapping
-from types import SimpleNamespace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from .. import config
 from ..store import AWAITING_PAYMENT, NOT_PLACED, NewOrder, Unenroll
-from . import (
+from .base import (
+    Endpoint,
     Outcome,
+    Storefront,
     external_id,
     ignored,
     line_items,
@@ -89,6 +92,23 @@ def normalize_source(url: str) -> str:
 
 #: topics the order endpoints act on (both endpoints alike)
 TOPICS = ("order.created", "order.updated", "order.restored")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shop:
+    """One WooCommerce shop's settings: ``[woocommerce]``, or ``[[woocommerce]]``."""
+    source: str = config.setting(config.REQUIRED, config.source_url,
+                                 "the shop's home URL, as in X-WC-Webhook-Source (e.g. "
+                                 "https://shop.example/)")
+    secret: list[str] = config.setting(config.REQUIRED, config.secrets,
+                                       "the webhook's secret; a list of secrets while rotating")
+    require_payment: bool = config.setting(False, config.boolean,
+                                           "record orders without date_paid_gmt as "
+                                           "awaiting-payment; enroll on a paid update")
+    unenroll_on_refund: bool = config.setting(False, config.boolean,
+                                              "unenroll the items of a refunded or cancelled "
+                                              "order (destructive: off by default)")
+
 #: statuses of an order the customer has placed: enrolled (with
 #: require_payment, once paid)
 PLACED = ("pending", "on-hold", "processing", "completed")
@@ -103,8 +123,8 @@ NOT_PLACED_STATUSES = ("checkout-draft", "draft", "auto-draft", "failed", "trash
 # such statuses follow payment; before that it waits as awaiting-payment.
 
 
-def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace],
-            endpoint: str = "order") -> Outcome:
+def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
+            endpoint: Endpoint) -> Outcome:
     """Judge a delivery: a ping, a genuine order, or a rejection."""
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     if content_type == _FORM:
@@ -128,7 +148,7 @@ def receive(headers: Mapping[str, str], body: bytes, shops: list[SimpleNamespace
     if doc is None:
         return rejected(400, "body-not-json-object", shop)
     topic = headers.get("X-WC-Webhook-Topic")
-    if topic is not None and topic.strip().lower() not in TOPICS:
+    if topic is not None and topic.strip().lower() not in endpoint.topics:
         return ignored("topic-not-handled-here", shop,
                        f"topic {topic[:60]!r} sent to an order endpoint: check the webhook's "
                        "topic in WooCommerce")
@@ -232,3 +252,16 @@ def learner_email(meta_data: Any) -> Any:
             if isinstance(field, dict) and str(field.get("type", "")).lower() == "email":
                 return field.get("_value")
     return None
+
+
+STOREFRONT = Storefront(
+    name=PROVIDER, receive=receive, settings=Shop, shop_key="source",
+    normalize=normalize_source,
+    endpoints=(
+        # order.created and order.updated are handled alike: a shop that
+        # enrolls only on payment subscribes order.updated, others order.created
+        Endpoint("order/create", TOPICS, "enrolls a placed order (with require_payment, "
+                 "once paid); refunded or cancelled: never enrolls, and with "
+                 "unenroll_on_refund unenrolls", handles="order"),
+        Endpoint("order/update", TOPICS, "the same", handles="order"),
+    ))
