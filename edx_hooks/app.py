@@ -3,7 +3,8 @@ server together, and takes them down again in order.
 
 The path of an order: ``handlers`` receives it → ``storefronts.<shop>``
 verifies and reads it → ``store`` commits it → ``scheduler`` schedules one
-job per line item → ``jobs`` enrolls it through ``lms``.
+job for the line items of each committed batch (and one per retry) →
+``jobs`` enrolls each through ``lms``.
 """
 
 from __future__ import annotations

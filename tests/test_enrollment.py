@@ -86,7 +86,7 @@ async def test_duplicate_delivery_causes_one_lms_call(harness, lms):
     await until(lambda: settled(harness))
     third = await harness.shopify(order)
     assert third.code == 200
-    await asyncio.sleep(0.5)
+    await harness.quiet()
     assert states(harness) == ["enrolled", "enrolled"]
     assert sorted(c.form["identifiers"] for c in lms.calls) == ["a@example.org", "b@example.org"]
     assert harness.db("SELECT count(*) FROM orders") == [(1,)]
@@ -155,7 +155,7 @@ async def test_transient_failures_exhaust_the_attempts(harness, lms):
     assert item["state"] == "failed"
     assert item["attempts"] == 3
     assert item["reason"] == "bulk_enroll answered 503 (after 3 attempts)"
-    await asyncio.sleep(0.5)  # and nothing more is tried
+    await harness.quiet()  # and nothing more is tried
     assert len(lms.calls) == 3
 
 
@@ -184,7 +184,7 @@ async def test_permanent_failure_fails_at_once(harness, lms, failure, reason):
     [item] = harness.items()
     assert item["state"] == "failed" and item["attempts"] == 1
     assert reason in item["reason"]
-    await asyncio.sleep(0.5)
+    await harness.quiet()
     assert len(lms.calls) == 1
 
 

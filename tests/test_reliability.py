@@ -69,7 +69,7 @@ async def test_sigkill_while_the_lms_holds_the_enroll_call(harness, lms, serve):
 
     await service.start()
     await until(lambda: enrolled(harness, 2), timeout=15)
-    await asyncio.sleep(0.5)
+    await service.quiet()
     # the one call in flight at the kill is repeated once; nothing else is
     assert calls_per_learner(lms) == {"held@example.org": 2, "free@example.org": 1}
 
@@ -101,7 +101,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_order(harness, lms, serv
     for order in orders:
         assert (await harness.shopify(order)).code == 200
     await until(lambda: enrolled(harness, len(orders)), timeout=30)
-    await asyncio.sleep(0.5)
+    await service.quiet()
     per_learner = calls_per_learner(lms)
     assert set(per_learner) == {f"load{n}@example.org" for n in range(120)}
     repeated = [email for email, count in per_learner.items() if count > 1]
@@ -120,7 +120,7 @@ async def test_twenty_concurrent_duplicates_make_one_order_and_one_call_per_item
     # a second purchase of the same course by the same learner is its own order
     assert (await harness.shopify(shopify_order(line_item(email="a@example.org")))).code == 200
     await until(lambda: enrolled(harness, 3))
-    await asyncio.sleep(0.5)
+    await service.quiet()
     assert harness.db("SELECT count(*) FROM orders") == [(2,)]
     assert harness.db("SELECT count(*) FROM deliveries WHERE status = 200") == [(21,)]
     assert calls_per_learner(lms) == {"a@example.org": 2, "b@example.org": 1}

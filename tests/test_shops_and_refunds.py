@@ -3,7 +3,6 @@ refunds and cancellations that unenroll."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -72,7 +71,7 @@ async def test_a_topic_the_endpoint_does_not_handle_is_stored_and_ignored(harnes
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
                 and "topic-not-handled-here" in r.getMessage()]
     assert warnings and topic in "".join(r.getMessage() for r in caplog.records)
-    await asyncio.sleep(0.2)
+    await harness.quiet()
     assert lms.calls == []
 
 
@@ -96,7 +95,7 @@ async def test_shopify_unpaid_create_then_paid_enrolls_once(harness, lms):
     assert (response.code, json.loads(response.body)["reason"]) == (200, "awaiting-payment")
     code, out, _ = await harness.cli("orders")
     assert "awaiting-payment" in out
-    await asyncio.sleep(0.2)
+    await harness.quiet()
     assert harness.items() == [] and lms.calls == []
 
     order["financial_status"] = "paid"
@@ -104,7 +103,7 @@ async def test_shopify_unpaid_create_then_paid_enrolls_once(harness, lms):
         assert (await harness.shopify(order, headers={"X-Shopify-Topic": "orders/paid"})).code \
             == 200
     await until(lambda: len(harness.items()) == 2 and settled(harness))
-    await asyncio.sleep(0.2)
+    await harness.quiet()
     assert sorted(actions(lms)) == [("enroll", "a@example.org"), ("enroll", "b@example.org")]
     assert harness.db("SELECT hold FROM orders") == [(None,)]
 
@@ -143,7 +142,7 @@ async def test_a_partial_refund_unenrolls_only_its_line_item(harness, lms):
                                          headers={"X-Shopify-Topic": "refunds/create"})
         assert (response.code, json.loads(response.body)["reason"]) == (200, "refund")
     await until(lambda: states(harness) == ["enrolled", "unenrolled"])
-    await asyncio.sleep(0.3)
+    await harness.quiet()
     assert actions(lms) == [("enroll", "kept@example.org"), ("enroll", "gone@example.org"),
                             ("unenroll", "gone@example.org")]
     code, out, _ = await harness.cli("order", "shopify", str(order["id"]))
@@ -162,7 +161,7 @@ async def test_a_cancellation_unenrolls_the_whole_order_once(harness, lms):
                                          headers={"X-Shopify-Topic": "orders/cancelled"})
         assert response.code == 200
     await until(lambda: states(harness) == ["unenrolled", "unenrolled"])
-    await asyncio.sleep(0.3)
+    await harness.quiet()
     assert sorted(a for a in actions(lms) if a[0] == "unenroll") == [
         ("unenroll", "a@example.org"), ("unenroll", "b@example.org")]
     code, out, _ = await harness.cli("orders", "--json")
@@ -178,7 +177,7 @@ async def test_unenrolling_is_off_unless_asked_for(harness, lms):
     response = await harness.shopify(order, path="/webhooks/shopify/order/cancelled",
                                      headers={"X-Shopify-Topic": "orders/cancelled"})
     assert (response.code, json.loads(response.body)["reason"]) == (200, "unenroll-off")
-    await asyncio.sleep(0.3)
+    await harness.quiet()
     assert states(harness) == ["enrolled"] and len(lms.calls) == 1
 
 
@@ -195,7 +194,7 @@ async def test_woocommerce_refunded_or_cancelled_order_unenrolls(harness, lms, s
                                              topic="order.updated")
         assert (response.code, json.loads(response.body)["reason"]) == (200, status)
     await until(lambda: states(harness) == ["unenrolled", "unenrolled"])
-    await asyncio.sleep(0.3)
+    await harness.quiet()
     assert len([a for a in actions(lms) if a[0] == "unenroll"]) == 2
 
 

@@ -146,7 +146,7 @@ async def test_foreign_or_forged_delivery_is_403(harness, lms, kwargs, reason):
     assert response.code == 403 and answer(response)["reason"] == reason
     assert harness.db("SELECT count(*) FROM orders") == [(0,)]
     assert [(d["status"], d["reason"]) for d in harness.deliveries()] == [(403, reason)]
-    await asyncio.sleep(0.2)
+    await harness.quiet()
     assert lms.calls == []
 
 
@@ -181,7 +181,7 @@ async def test_unpaid_order_is_200_awaiting_payment_then_enrolled_once_when_paid
         response = await harness.woocommerce(paid, path=UPDATE, topic="order.updated")
         assert response.code == 200
     await until(lambda: len(harness.items()) == 2 and settled(harness))
-    await asyncio.sleep(0.3)
+    await harness.quiet()
     assert sorted(c.form["identifiers"] for c in lms.calls) == ["a@example.org", "b@example.org"]
 
 
@@ -220,7 +220,7 @@ async def test_created_then_updated_ten_times_enrolls_once(harness, lms):
         harness.woocommerce(order, path=UPDATE, topic="order.updated") for _ in range(10)])
     assert {r.code for r in responses} == {200}
     await until(lambda: settled(harness))
-    await asyncio.sleep(0.3)
+    await harness.quiet()
     assert sorted(c.form["identifiers"] for c in lms.calls) == ["a@example.org", "b@example.org"]
     assert harness.db("SELECT count(*) FROM orders") == [(1,)]
     assert harness.db("SELECT count(*) FROM deliveries") == [(11,)]
