@@ -215,9 +215,12 @@ async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     if not shops:
         raise Failure(f"delivery {args.delivery_id} came for {original['provider']}, "
                       "which is not configured")
-    # the endpoint it came to ("POST /webhooks/shopify/order/create"), or the first
+    # the endpoint it came to: "POST /webhooks/shopify/refund/create"
     path = original["endpoint"].split(f"/webhooks/{storefront.name}/", 1)[-1]
-    endpoint = storefront.endpoint(path) or storefront.endpoints[0]
+    endpoint = storefront.endpoint(path)
+    if endpoint is None:
+        raise Failure(f"delivery {args.delivery_id} came to {original['endpoint']}, which is "
+                      f"no endpoint of {storefront.name}: nothing to replay")
     headers = json.loads(original["headers"])
     outcome = storefront.receive(HTTPHeaders(headers), original["body"], shops, endpoint)
     replay = NewDelivery(
@@ -265,9 +268,17 @@ async def _with_store(command: Any, cfg: Config, args: argparse.Namespace) -> in
 
 async def _check(cfg: Config, args: argparse.Namespace) -> int:
     from .store.migrate import status
+    from .storefronts import STOREFRONTS
 
     print(f"config OK: listening on {cfg.server.address}:{cfg.server.port}, database "
           f"{cfg.database.url}, storefronts: {', '.join(cfg.storefronts) or 'none'}")
+    for name in cfg.storefronts:  # what to subscribe, where (behind the LMS's web server)
+        storefront = STOREFRONTS[name]
+        shops = ", ".join(storefront.shop_id(shop) for shop in cfg.shops[name])
+        print(f"{name} ({shops}): webhooks to subscribe, by URL and topic:")
+        for endpoint in storefront.endpoints:
+            print(f"  {cfg.lms.base_url}/webhooks/{name}/{endpoint.path}  "
+                  f"[{', '.join(endpoint.topics)}]: {endpoint.does}")
     line, ok = status(cfg.database.url)
     print(line if ok else f"FAIL {line}")
     if not args.online:

@@ -126,14 +126,6 @@ def http_url(value: Any) -> str:
     return value.rstrip("/")
 
 
-def source_url(value: Any) -> str:
-    value = nonempty(value)
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be the shop's http(s) home URL such as https://shop.example/")
-    return value
-
-
 def syslog_address(value: Any) -> str:
     value = nonempty(value)
     if value.startswith("/"):
@@ -142,13 +134,6 @@ def syslog_address(value: Any) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError("must be a socket path such as /dev/log, or host:port such as "
                          "logs.example.org:514")
-    return value
-
-
-def shop_domain(value: Any) -> str:
-    value = nonempty(value).lower()
-    if "/" in value or ":" in value or " " in value:
-        raise ValueError("must be the bare shop domain, such as my-school.myshopify.com")
     return value
 
 
@@ -162,6 +147,15 @@ def database_url(value: Any) -> str:
             or value == "sqlite+aiosqlite:///":
         raise ValueError("must name an SQLite file, such as sqlite+aiosqlite:///edx-hooks.db "
                          "(other databases are not supported)")
+    return value
+
+
+def jobs_url(value: Any) -> str:
+    value = text(value).strip()
+    if value and (not value.startswith("sqlite:///") or value == "sqlite:///"
+                  or value.endswith(":memory:")):
+        raise ValueError("must name an SQLite file, such as sqlite:///edx-hooks.jobs.db, or be "
+                         "empty (a file beside the database)")
     return value
 
 
@@ -183,10 +177,15 @@ def setting(default: Any, parse: Callable[[Any], Any], help: str) -> Any:
     none), the parser that checks a value from the file or the environment,
     and a help line."""
     metadata = {"parse": parse, "help": help, "default": default}
-    shown = parse not in (secret, secrets)  # a secret stays out of every repr
+    shown = not is_secret(parse)  # a secret stays out of every repr
     if default is REQUIRED:
         return field(metadata=metadata, repr=shown)
     return field(default=default, metadata=metadata, repr=shown)
+
+
+def is_secret(parse: Callable[[Any], Any]) -> bool:
+    """Whether a setting with this parser holds a secret."""
+    return parse in (secret, secrets)
 
 
 @dataclass(frozen=True)
@@ -208,7 +207,7 @@ class Setting:
 
     @property
     def secret(self) -> bool:
-        return self.parse in (secret, secrets)
+        return is_secret(self.parse)
 
 
 def declared(section: str, cls: type) -> tuple[Setting, ...]:
@@ -247,8 +246,9 @@ class Retention:
 class Database:
     url: str = setting("sqlite+aiosqlite:///edx-hooks.db", database_url,
                        "the SQLite file (sqlite+aiosqlite:///path)")
-    jobs_url: str = setting("", text, "synchronous SQLAlchemy URL of the APScheduler job "
-                                      "store; empty = a sibling file <database>.jobs.db")
+    jobs_url: str = setting("", jobs_url, "the APScheduler job store's SQLite file "
+                                          "(sqlite:///path); empty = a sibling file "
+                                          "<database>.jobs.db")
     sqlite_synchronous: str = setting("full", choice("full", "normal"),
                                       "SQLite PRAGMA synchronous: full survives a power cut, "
                                       "normal only a crash")

@@ -104,37 +104,34 @@ class Halted(LMSError):
     """The service is stopping: this call was not made (not an attempt)."""
 
 
-#: what an answer means, by status, when the call names none of its own
-HINTS = {
-    400: "the LMS rejected the request",
-    401: "the LMS refused a fresh token: check the OAuth2 application",
-    403: "the OAuth2 application's user is not global staff",
-    404: "not found",
-}
-
-
-def error_for(response: HTTPResponse, what: str, hints: dict[int, str] | None = None,
-              redact: str | None = None) -> LMSError:
+def error_for(response: HTTPResponse, what: str, *, request: str = "",
+              hints: dict[int, str] | None = None, permanent: str = "",
+              redact: dict[str, str] | None = None) -> LMSError:
     """The one reading of an answer that is not the success a call expected:
     429 throttled (with its Retry-After), 5xx transient, any other status
-    permanent, with a hint of what to fix (``hints`` by status, for the
-    call at hand). ``redact``: text (the learner's email) kept out of the
-    recorded detail."""
+    permanent. ``what`` answered (``request``, if named otherwise, was
+    throttled); a permanent one says what to fix: ``hints`` by status, a
+    redirect where to, or ``permanent`` for every status. ``redact``: texts
+    (the learner's email, a secret) kept out of the recorded detail, and
+    what stands for each."""
     code = response.code
     detail = _summary(response)
-    if redact:
-        detail = detail.replace(redact, "<learner>")
-    suffix = f" ({detail})" if detail else ""
+    for text, placeholder in (redact or {}).items():
+        detail = detail.replace(text, placeholder)
     if code == 429:
-        return Throttled(f"LMS throttled {what} (429)", _retry_after(response), detail=detail)
+        return Throttled(f"LMS throttled {request or what} (429)", _retry_after(response),
+                         detail=detail)
     if code >= 500:
         return TransientError(f"{what} answered {code}", code, detail)
+    if permanent:
+        return PermanentError(permanent, code, detail)
     if 300 <= code < 400:
         hint = (f"redirected to {response.headers.get('Location', '?')[:200]}: set "
                 "lms.base_url to the LMS's final URL")
     else:
-        hint = {**HINTS, **(hints or {})}.get(code, "unexpected answer")
-    return PermanentError(f"{what} answered {code}: {hint}{suffix}", code, detail)
+        hint = (hints or {}).get(code, "unexpected answer")
+    return PermanentError(f"{what} answered {code}: {hint}" + (f" ({detail})" if detail else ""),
+                          code, detail)
 
 
 def _retry_after(response: HTTPResponse, default: float = 60.0) -> float:
@@ -181,6 +178,15 @@ class Pacer:
 
     def back_off(self, seconds: float) -> None:
         self._next = max(self._next, time.monotonic() + seconds)
+
+
+#: what a refusal of bulk_enroll means, by status
+BULK_HINTS = {
+    400: "the LMS rejected the request",
+    401: "the LMS refused a fresh token: check the OAuth2 application",
+    403: "the OAuth2 application's user is not global staff",
+    404: "unknown course, or the bulk enrollment view is off (ENABLE_BULK_ENROLLMENT_VIEW)",
+}
 
 
 class LMSClient:
@@ -254,11 +260,12 @@ class LMSClient:
                 "client_secret": self._client_secret, "token_type": "jwt"})
             response = await self.fetch(TOKEN_PATH, method="POST", body=body)
             if response.code != 200:
-                refused = "refused the OAuth2 client credentials: check lms.client_id and " \
-                          "lms.client_secret"
-                raise error_for(response, "the LMS token endpoint",
-                                {400: refused, 401: refused, 403: refused,
-                                 404: "not found: check lms.base_url"})
+                refused = (f"LMS refused the OAuth2 client credentials ({response.code}): "
+                           "check lms.client_id and lms.client_secret")
+                raise error_for(response, "LMS token endpoint", request="the token request",
+                                permanent="" if response.code == 404 else refused,
+                                hints={404: "not found: check lms.base_url"},
+                                redact={self._client_secret: "<secret>"})
             try:
                 answer = json.loads(response.body)
                 token = answer["access_token"]
@@ -288,11 +295,10 @@ class LMSClient:
         response = await self.fetch(path, method="HEAD")
         location = response.headers.get("Location")
         if response.code not in (301, 302, 303, 307, 308) or not location:
-            if response.code == 429 or response.code >= 500:
-                raise error_for(response, "the SKU lookup")
-            raise PermanentError(f"SKU {sku!r} resolves to no course: HEAD "
-                                 f"{self.base_url}{path} answered {response.code} without a "
-                                 "redirect", response.code)
+            raise error_for(response, "SKU lookup", request="the SKU lookup",
+                            permanent=f"SKU {sku!r} resolves to no course: HEAD "
+                                      f"{self.base_url}{path} answered {response.code} "
+                                      "without a redirect")
         target = urllib.parse.urljoin(self.base_url + path, location)
         course_id = None
         if origin(target) == self._origin:
@@ -336,9 +342,8 @@ class LMSClient:
                 break
             logs.event(log, logs.INFO, "lms.unauthorized", action="refresh-token")
         if response.code != 200:
-            error = error_for(response, "bulk_enroll", {
-                404: "unknown course, or the bulk enrollment view is off "
-                     "(ENABLE_BULK_ENROLLMENT_VIEW)"}, redact=email_address)
+            error = error_for(response, "bulk_enroll", hints=BULK_HINTS,
+                              redact={email_address: "<learner>"})
             if isinstance(error, Throttled):
                 self.pacer.back_off(error.retry_after)
             raise error

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import hashlib
 import hmac
 import json
@@ -24,6 +23,7 @@ from tornado.testing import bind_unused_port
 
 from edx_hooks import config
 from edx_hooks.app import Service
+from edx_hooks.store import ACTIVE
 
 from .standin_lms import StandinLMS
 
@@ -159,29 +159,20 @@ class Harness:
             return [r[0] for r in conn.execute("SELECT id FROM apscheduler_jobs ORDER BY id")]
 
     async def quiet(self, timeout: float = 10.0) -> None:
-        """Wait until nothing more will happen by itself: no item due for an
-        attempt, no enrollment job running or due, the stand-in LMS answering
-        nothing. Then a test can assert that something did *not* happen
-        without betting on a sleep being long enough."""
+        """Wait until nothing more will happen by itself: no line item with
+        work left (whenever its next attempt is due), no enrollment job
+        running, the stand-in LMS answering nothing. Every LMS call is made
+        for an item with work left, so from then on none comes without a new
+        delivery: a test can assert that something did *not* happen without
+        betting on a sleep being long enough."""
         await until(self._idle, timeout)
-        for _ in range(5):  # and still so a few turns of the loop later
-            await asyncio.sleep(0)
-            if not self._idle():
-                await until(self._idle, timeout)
 
     def _idle(self) -> bool:
         from edx_hooks import jobs
-        if self.lms.in_flight or due_items(self.db_path):
+        if self.lms.in_flight or active_items(self.db_path):
             return False
         runtime = jobs._runtime
-        if runtime is not None and (runtime.running or runtime.calling):
-            return False
-        if self.service is not None:
-            now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.05)
-            for job in self.service.scheduler.get_jobs():
-                if job.id.startswith(("enroll-", "retry-")) and job.next_run_time <= now:
-                    return False
-        return True
+        return runtime is None or not (runtime.running or runtime.calling)
 
     def items(self) -> list[dict[str, Any]]:
         with sqlite3.connect(self.db_path) as conn:
@@ -197,16 +188,14 @@ class Harness:
 WOO_AGENT = "WooCommerce/9.4.2 Hookshot (WordPress/6.7.1)"
 
 
-def due_items(db_path: Path) -> int:
-    """Line items with work to do whose time has come (none: nothing is due)."""
+def active_items(db_path: Path) -> int:
+    """Line items with LMS work left, now or at a later attempt."""
     if not db_path.exists():
         return 0
     with sqlite3.connect(db_path) as conn:
         return conn.execute(
-            "SELECT count(*) FROM items WHERE state IN ('pending', 'unenroll-pending') "
-            "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
-            (dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds"),)
-        ).fetchone()[0]
+            f"SELECT count(*) FROM items WHERE state IN ({','.join('?' * len(ACTIVE))})",
+            ACTIVE).fetchone()[0]
 
 
 class ServeProcess:
@@ -261,16 +250,10 @@ class ServeProcess:
         return [line for line in self.log if f"event={event}" in line]
 
     async def quiet(self, timeout: float = 15.0) -> None:
-        """As :meth:`Harness.quiet`, seen from outside the process: no item
-        due, the stand-in LMS answering nothing, and still so 0.3 s later
-        (the service acts on a due item within milliseconds)."""
-        def idle() -> bool:
-            return not self.harness.lms.in_flight and not due_items(self.harness.db_path)
-        while True:
-            await until(idle, timeout)
-            await asyncio.sleep(0.3)
-            if idle():
-                return
+        """As :meth:`Harness.quiet`, seen from outside the process: no line
+        item with work left, the stand-in LMS answering nothing."""
+        await until(lambda: not self.harness.lms.in_flight
+                    and not active_items(self.harness.db_path), timeout)
 
 
 @pytest.fixture

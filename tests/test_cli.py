@@ -128,6 +128,16 @@ async def test_replay_a_delivery_rejected_while_the_secret_was_wrong(harness, lm
 
 
 @pytest.mark.gen_test
+async def test_replay_never_guesses_the_endpoint(harness, lms):
+    await harness.start(shopify={"secret": "the-old-wrong-secret"})
+    assert (await harness.shopify(shopify_order(line_item()))).code == 403
+    # a delivery to an endpoint this version no longer has (as a later one might)
+    harness.db("UPDATE deliveries SET endpoint = 'POST /webhooks/shopify/order/gone'")
+    code, _, err = await harness.cli("replay", "1")
+    assert code == 1 and "which is no endpoint of shopify: nothing to replay" in err
+
+
+@pytest.mark.gen_test
 async def test_replay_of_a_truncated_body_is_refused(harness):
     await harness.start(server={"max_body_size": 200 * 1024})
     big = shopify_order(line_item(title="x" * 100_000))
@@ -162,6 +172,10 @@ async def test_check_config_offline_and_online(harness, lms):
     await harness.start()
     code, out, _ = await harness.cli("check-config")
     assert code == 0 and out.startswith("config OK") and "storefronts: shopify, woocommerce" in out
+    # the webhooks to subscribe, from the storefronts' declarations
+    assert f"  {lms.url}/webhooks/shopify/refund/create  [refunds/create]: never enrolls" in out
+    assert f"  {lms.url}/webhooks/woocommerce/order/update  [order.created, order.updated" \
+        in out
 
     code, out, _ = await harness.cli("check-config", "--online")
     assert code == 0, out

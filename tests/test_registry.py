@@ -128,10 +128,12 @@ def test_settings_are_typed_and_frozen(tmp_path):
             f.name for f in dataclasses.fields(cls)]
 
 
-@pytest.mark.parametrize("url", ["postgresql+asyncpg://db/edx", "sqlite+aiosqlite://",
-                                 "sqlite+aiosqlite:///:memory:"])
-def test_only_an_sqlite_file_will_do(url):
+@pytest.mark.parametrize("key, url", [
+    ("URL", "postgresql+asyncpg://db/edx"), ("URL", "sqlite+aiosqlite://"),
+    ("URL", "sqlite+aiosqlite:///:memory:"), ("JOBS_URL", "postgresql://db/jobs"),
+    ("JOBS_URL", "sqlite://")])
+def test_only_an_sqlite_file_will_do(key, url):
     with pytest.raises(config.ConfigError, match="must name an SQLite file"):
         config.load(None, {"EDX_HOOKS_LMS_BASE_URL": "https://lms.example.org",
                            "EDX_HOOKS_LMS_CLIENT_ID": "c", "EDX_HOOKS_LMS_CLIENT_SECRET": "s",
-                           "EDX_HOOKS_DATABASE_URL": url})
+                           f"EDX_HOOKS_DATABASE_{key}": url})

@@ -222,7 +222,9 @@ def answer(code: int, body: object = b"", headers: dict | None = None) -> HTTPRe
 def test_one_classifier_for_every_answer(code, kind, words):
     error = error_for(answer(code, {"detail": "for a@example.org"}, {"Location": "/login",
                                                                        "Retry-After": "7"}),
-                      "bulk_enroll", redact="a@example.org")
+                      "bulk_enroll", hints={400: "the LMS rejected the request",
+                                            403: "not global staff"},
+                      redact={"a@example.org": "<learner>"})
     assert type(error) is kind and words in str(error)
     assert error.status == code and "a@example.org" not in str(error)
     assert error.detail == '{"detail": "for <learner>"}'

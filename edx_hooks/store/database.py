@@ -36,7 +36,7 @@ from .schema import (
     utcnow,
 )
 from .sqlite import create_private, restrict_files, sqlite_pragmas
-from .writer import StoreClosed, Writer
+from .writer import Writer
 from .writes import (
     beat,
     delete_rejected,
@@ -52,7 +52,7 @@ log = logging.getLogger("edx_hooks.store")
 #: what is kept of a rejected delivery's body once the budget is spent
 REJECTED_HEAD = 1024
 
-__all__ = ["Store", "StoreClosed", "REJECTED_HEAD"]
+__all__ = ["REJECTED_HEAD", "Store"]
 
 
 class Store:
@@ -72,8 +72,7 @@ class Store:
         sqlite_pragmas(self.engine.sync_engine, sqlite_synchronous)
         self.path = sqlite_path(self.engine.url)
         #: writes
-        self.writer = Writer(self.engine.url, sqlite_synchronous,
-                             after_commit=self._committed if after_commit else None)
+        self.writer = Writer(self.engine.url, sqlite_synchronous, after_commit=self._committed)
         self.after_commit = after_commit
         self.rejected_budget = rejected_budget
         #: bytes of rejected bodies kept now: counted at start, added to as
@@ -115,10 +114,18 @@ class Store:
         await self.engine.dispose()
 
     def _committed(self, results: list[Any]) -> None:
+        """After each commit: hand the batch's items with work to do to
+        ``after_commit`` (the scheduler)."""
         pending = [i for r in results if isinstance(r, Recorded)
                    for i in r.new_pending + r.unenroll_now]
-        if pending:
-            self.after_commit(pending)
+        if pending and self.after_commit is not None:
+            try:
+                self.after_commit(pending)
+            except Exception:
+                # Committed all the same: the scheduler's sweep gives these
+                # items their job.
+                logs.event(log, logs.ERROR, "schedule.failed", items=len(pending),
+                           exc_info=True)
 
     async def _submit(self, op: Callable, *args: Any) -> Any:
         return await self.writer.submit(op, *args)
@@ -167,7 +174,7 @@ class Store:
         """Whether another process (``edx-hooks retry``, ``replay``...) has
         committed to the database since the last call (PRAGMA data_version on
         the writer's own connection)."""
-        if self.writer._closing:
+        if self.writer.closing:
             return False
         version = await self.writer.data_version()
         changed = self._data_version is not None and version != self._data_version

@@ -60,6 +60,11 @@ class Writer:
         self._task: asyncio.Task | None = None
         self._closing = False
 
+    @property
+    def closing(self) -> bool:
+        """close() has begun: no write is taken any more."""
+        return self._closing
+
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` in the writer's thread, between batches."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -148,10 +153,8 @@ class Writer:
         if self.after_commit is not None:
             try:
                 self.after_commit([result for _, result in results])
-            except Exception:
-                # Committed all the same: the scheduler's sweep gives the
-                # batch's items their job.
-                logs.event(log, logs.ERROR, "schedule.failed", exc_info=True)
+            except Exception:  # the callback's own failure: committed all the same
+                logs.event(log, logs.ERROR, "store.after_commit_failed", exc_info=True)
         for w, result in results:
             if not w.future.done():
                 w.future.set_result(result)

@@ -5,10 +5,11 @@ One module per storefront, each declaring a :class:`Storefront` as
 shop settings and ``receive(headers, body, shops, endpoint)``, a pure
 function (no I/O) that returns an :class:`Outcome`: the status to answer,
 the reason to record and, when the delivery is accepted, the order or the
-unenrollment to store. The routes, the config sections, the command line
-and the README's tables follow from :data:`STOREFRONTS`, which holds every
-module of this package that declares one: adding a storefront is adding a
-module.
+unenrollment to store. The routes, the config sections and the command
+line follow from :data:`STOREFRONTS`, which holds every module of this
+package that declares one: adding a storefront is adding a module (and its
+tests, and its part of the README and of the example config, which the
+tests check against it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What every storefront shares: the outcome of a delivery, the signature
 check, and reading line items; and what a storefront module declares
-(:class:`Storefront`, :class:`Endpoint`) so that the routes, the settings,
-the command line and the docs follow from it.
+(:class:`Storefront`, :class:`Endpoint`) so that the routes, the settings
+and the command line follow from it.
 """
 
 from __future__ import annotations
@@ -26,14 +26,8 @@ class Endpoint:
     path: str
     #: the topics a delivery here is acted on for (others: stored, answered 200, ignored)
     topics: tuple[str, ...]
-    #: what a delivery here does, in a few words (the README's tables)
+    #: what a delivery here does, in a few words (``edx-hooks check-config`` lists it)
     does: str
-    #: what receive() is to do with it; several paths may do the same ("" = path)
-    handles: str = ""
-
-    @property
-    def kind(self) -> str:
-        return self.handles or self.path
 
 
 @dataclass(frozen=True)

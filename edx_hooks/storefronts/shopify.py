@@ -44,10 +44,18 @@ PROVIDER = "shopify"
 EMAIL_HINT = "line item property 'email'"
 
 
+def domain_name(value: Any) -> str:
+    """The ``shop_domain`` setting: a bare domain, compared without case."""
+    value = config.nonempty(value).lower()
+    if "/" in value or ":" in value or " " in value:
+        raise ValueError("must be the bare shop domain, such as my-school.myshopify.com")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class Shop:
     """One Shopify shop's settings: ``[shopify]``, or ``[[shopify]]`` for several."""
-    shop_domain: str = config.setting(config.REQUIRED, config.shop_domain,
+    shop_domain: str = config.setting(config.REQUIRED, domain_name,
                                       "the shop's *.myshopify.com domain")
     secret: list[str] = config.setting(config.REQUIRED, config.secrets,
                                        "the webhook signing secret; a list of secrets while "
@@ -84,14 +92,14 @@ def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
         return ignored("topic-not-handled-here", shop_domain,
                        f"topic {topic[:60]!r} sent to the {endpoint.path} endpoint: check the "
                        "webhook's event in the Shopify admin")
-    if endpoint.kind == "refund/create":
+    if endpoint.path == "refund/create":
         return _refund(doc, shop, shop_domain)
     order_id = external_id(doc.get("id"))
     if order_id is None:
         return rejected(400, "order-id-missing", shop_domain)
     if doc.get("test") is True and not shop.accept_test_orders:
         return ignored("test-order-ignored", shop_domain)
-    if endpoint.kind == "order/cancelled":
+    if endpoint.path == "order/cancelled":
         # Kept whatever unenroll_on_refund says: an item of a cancelled order
         # is never enrolled, even if the order itself arrives only later.
         return Outcome(200, "cancellation" if shop.unenroll_on_refund else "unenroll-off",

@@ -94,10 +94,19 @@ def normalize_source(url: str) -> str:
 TOPICS = ("order.created", "order.updated", "order.restored")
 
 
+def home_url(value: Any) -> str:
+    """The ``source`` setting: the shop's http(s) home URL."""
+    value = config.nonempty(value)
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be the shop's http(s) home URL such as https://shop.example/")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class Shop:
     """One WooCommerce shop's settings: ``[woocommerce]``, or ``[[woocommerce]]``."""
-    source: str = config.setting(config.REQUIRED, config.source_url,
+    source: str = config.setting(config.REQUIRED, home_url,
                                  "the shop's home URL, as in X-WC-Webhook-Source (e.g. "
                                  "https://shop.example/)")
     secret: list[str] = config.setting(config.REQUIRED, config.secrets,
@@ -261,7 +270,8 @@ STOREFRONT = Storefront(
         # order.created and order.updated are handled alike: a shop that
         # enrolls only on payment subscribes order.updated, others order.created
         Endpoint("order/create", TOPICS, "enrolls a placed order (with require_payment, "
-                 "once paid); refunded or cancelled: never enrolls, and with "
-                 "unenroll_on_refund unenrolls", handles="order"),
-        Endpoint("order/update", TOPICS, "the same", handles="order"),
+                 "once paid); refunded or cancelled: never enrolls, with "
+                 "unenroll_on_refund unenrolls"),
+        Endpoint("order/update", TOPICS, "the same as order/create: subscribe Order updated "
+                 "here to enroll on payment"),
     ))
