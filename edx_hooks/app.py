@@ -19,6 +19,7 @@ from tornado.httpserver import HTTPServer
 
 from . import jobs, logs
 from . import scheduler as sched
+from .catalog import Catalog
 from .config import Config
 from .handlers import DeliveryHandler, HealthHandler, Inflight
 from .lms import LMSClient
@@ -50,13 +51,15 @@ class Service:
         self.lms = LMSClient(lms.base_url, lms.client_id, lms.client_secret,
                              timeout=lms.timeout_seconds, auto_enroll=lms.auto_enroll,
                              email_students=lms.email_students, sku_prefix=lms.sku_prefix,
-                             max_calls_per_minute=lms.max_calls_per_minute)
+                             max_calls_per_minute=lms.max_calls_per_minute,
+                             api_key=lms.api_key, learning_mfe_url=lms.learning_mfe_url)
+        self.catalog = Catalog(cfg.products, lms.default_mode)
         self.inflight = Inflight()
         self.server: HTTPServer | None = None
         self.port: int | None = None
 
     def make_app(self) -> web.Application:
-        common = dict(store=self.store, inflight=self.inflight,
+        common = dict(store=self.store, inflight=self.inflight, catalog=self.catalog,
                       max_body_size=self.cfg.server.max_body_size,
                       rejected_body_keep=self.cfg.retention.rejected_body_bytes)
         routes = []
@@ -83,9 +86,11 @@ class Service:
         """
         await self.store.start()
         self.scheduler.start(paused=True)
-        runtime = jobs.Runtime(store=self.store, lms=self.lms, scheduler=self.scheduler,
-                               attempts=self.cfg.retry.attempts,
-                               delay_seconds=self.cfg.retry.delay_seconds)
+        runtime = jobs.Runtime(
+            store=self.store, lms=self.lms, scheduler=self.scheduler,
+            attempts=self.cfg.retry.attempts, delay_seconds=self.cfg.retry.delay_seconds,
+            account_check=dt.timedelta(minutes=self.cfg.lms.account_check_minutes),
+            account_wait=dt.timedelta(days=self.cfg.lms.account_wait_days))
         jobs.bind(runtime)
         resumed = await sched.resume(self.store, self.scheduler)
         sched.start_sweep(self.store, self.scheduler, self.cfg.retry.sweep_seconds,

@@ -130,11 +130,12 @@ async def _order(store: Store, cfg: Config, args: argparse.Namespace) -> int:
                        d["endpoint"], d["status"], d["reason"]] for d in order["deliveries"]],
                      ["id", "received (UTC)", "client", "endpoint", "answer", "reason"]))
         print("\nline items:")
-        print(_table([[i["id"], i["external_id"], i["sku"], i["course_id"], i["email"],
-                       i["state"], i["attempts"], f"{i['updated_at']:%Y-%m-%d %H:%M:%S}",
-                       i["reason"]] for i in order["items"]],
-                     ["item", "line item", "sku", "course", "learner", "state", "attempts",
-                      "updated (UTC)", "reason"]))
+        print(_table([[i["id"], i["external_id"], i["sku"], i["course_id"], i["mode"],
+                       i["email"], i["state"], i["attempts"],
+                       f"{i['updated_at']:%Y-%m-%d %H:%M:%S}", i["reason"]]
+                      for i in order["items"]],
+                     ["item", "line item", "sku", "course", "mode", "learner", "state",
+                      "attempts", "updated (UTC)", "reason"]))
         if order["unenroll_requests"]:
             print("\nrefunds and cancellations:")
             print(_table([[f"{r['requested_at']:%Y-%m-%d %H:%M:%S}", r["why"],
@@ -199,6 +200,7 @@ async def _set_pending_again(store: Store, args: argparse.Namespace) -> list[int
 async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     from tornado.httputil import HTTPHeaders
 
+    from .catalog import Catalog
     from .store import NewDelivery, utcnow
     from .storefronts import STOREFRONTS
 
@@ -223,6 +225,7 @@ async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
                       f"no endpoint of {storefront.name}: nothing to replay")
     headers = json.loads(original["headers"])
     outcome = storefront.receive(HTTPHeaders(headers), original["body"], shops, endpoint)
+    Catalog(cfg.products, cfg.lms.default_mode).expand(outcome.order)
     replay = NewDelivery(
         provider=original["provider"], endpoint=f"REPLAY {original['endpoint']}"[:200],
         received_at=utcnow(), client_ip=original["client_ip"], headers=headers,
@@ -283,20 +286,23 @@ async def _check(cfg: Config, args: argparse.Namespace) -> int:
     print(line if ok else f"FAIL {line}")
     if not args.online:
         return 0 if ok else 1
-    for good, line in await probe(cfg.lms):
+    for good, line in await probe(cfg.lms, cfg.products):
         print(("ok   " if good else "FAIL ") + line)
         ok = ok and good
     return 0 if ok else 1
 
 
-async def probe(settings: config_mod.LMS) -> list[tuple[bool, str]]:
+async def probe(settings: config_mod.LMS,
+                products: tuple[config_mod.Product, ...] = ()) -> list[tuple[bool, str]]:
     """Check the LMS set-up the way an operator would, and say what was found
     (``check-config --online``).
 
     Fetches a token; asks the bulk enrollment view without one (401 means it
     is on, 404 that ENABLE_BULK_ENROLLMENT_VIEW is off or the URL is wrong);
     then with the token and an empty request (400 means the client's user may
-    enroll, 403 that it is not global staff).
+    enroll, 403 that it is not global staff). When something is sold in a
+    mode: whether the account lookup answers for the client, and for every
+    catalog entry whether its courses exist and offer its mode.
     """
     from .lms import BULK_ENROLL_PATH, LMSClient, LMSError
 
@@ -339,6 +345,30 @@ async def probe(settings: config_mod.LMS) -> list[tuple[bool, str]]:
             else:
                 found.append((False, f"permission: answered {answer.code} to an empty "
                                      "request with the token"))
+        if token and (settings.default_mode or any(p.mode for p in products)):
+            try:
+                await client.account("edx-hooks-check-config@example.invalid")
+                found.append((True, "account lookup: answers for the client (learners sold "
+                                    "a mode are looked up by email)"))
+            except LMSError as e:
+                found.append((False, f"account lookup: {e}"))
+        for product in products:
+            mode = product.mode or settings.default_mode
+            for course in product.courses:
+                try:
+                    modes = await client.course_modes(course)
+                except LMSError as e:
+                    found.append((False, f"catalog {product.sku}: {course}: {e}"))
+                    continue
+                if modes is None:
+                    found.append((False, f"catalog {product.sku}: {course} is not a course "
+                                         "of this LMS"))
+                elif mode and mode not in modes:
+                    found.append((False, f"catalog {product.sku}: {course} does not offer "
+                                         f"the {mode} mode (it offers {', '.join(modes)})"))
+                else:
+                    found.append((True, f"catalog {product.sku}: {course} offers "
+                                        f"{mode or 'its default mode'}"))
     finally:
         client.close()
     return found
@@ -352,8 +382,8 @@ def _date(value: str) -> dt.datetime:
 
 
 #: what `orders --state` selects: an order's state (see store.order_state)
-ORDER_STATES = ["pending", "enrolled", "failed", "unenrolled", "not-enrolled",
-                "awaiting-payment", "not-placed", "empty"]
+ORDER_STATES = ["pending", "enrolled", "failed", "awaiting-account", "unenrolled",
+                "not-enrolled", "awaiting-payment", "not-placed", "empty"]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -159,6 +159,44 @@ def jobs_url(value: Any) -> str:
     return value
 
 
+#: the course modes of Open edX (CourseMode slugs)
+MODES = ("audit", "honor", "verified", "professional", "no-id-professional", "credit",
+         "masters", "executive-education", "paid-executive-education",
+         "unpaid-executive-education", "paid-bootcamp", "unpaid-bootcamp")
+
+
+def mode(value: Any) -> str:
+    """A course mode, or "" for none (the LMS's default)."""
+    value = text(value).strip().lower()
+    if value and value not in MODES:
+        raise ValueError("is no Open edX course mode: use one of " + ", ".join(MODES)
+                         + ", or leave it empty")
+    return value
+
+
+def course_ids(value: Any) -> list[str]:
+    """One course id, or a list of them (a bundle)."""
+    from .lms import is_course_id
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError("must name at least one course")
+    found = []
+    for v in values:
+        v = nonempty(v)
+        if not is_course_id(v):
+            raise ValueError(f"{v!r} is not a course id (course-v1:ORG+COURSE+RUN, or "
+                             "ORG/COURSE/RUN)")
+        if v in found:
+            raise ValueError(f"names {v!r} twice")
+        found.append(v)
+    return found
+
+
+def optional_url(value: Any) -> str:
+    value = text(value).strip()
+    return http_url(value) if value else ""
+
+
 def choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         value = text(value).strip().lower()
@@ -269,6 +307,18 @@ class LMS:
     max_calls_per_minute: int = setting(100, integer(0, 100000),
                                         "pace of enrollment calls (the LMS throttles at about "
                                         "120 a minute); 0 = unpaced")
+    default_mode: str = setting("", mode, "course mode for SKUs not in [[products]] (a course "
+                                          "id, or a redirect); empty = the LMS's default")
+    api_key: str = setting("", text, "the LMS's EDX_API_KEY, sent as X-Edx-Api-Key: no "
+                                     "throttle, and modes set past their upgrade deadline")
+    learning_mfe_url: str = setting("", optional_url,
+                                    "the Learning MFE's root (e.g. https://apps.lms.example.org"
+                                    "/learning): SKU redirects to its course pages name courses")
+    account_check_minutes: float = setting(60.0, number(0.001, 1440),
+                                           "how often a learner without an account yet is "
+                                           "looked for, to set the paid mode")
+    account_wait_days: float = setting(60.0, number(0.0001, 3650),
+                                       "how long a learner without an account is waited for")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -291,9 +341,21 @@ class Logging:
                                   "syslog socket path, or host:port for UDP")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Product:
+    """A SKU of the catalog: ``[[products]]``, one table per SKU."""
+    sku: str = setting(REQUIRED, nonempty, "the product's SKU in the shop")
+    courses: list[str] = setting(REQUIRED, course_ids,
+                                 "its course id, or several for a bundle (one enrollment each)")
+    mode: str = setting("", mode, "the course mode sold (e.g. verified); empty = "
+                                  "lms.default_mode")
+
+
 #: the sections every configuration has, by name
 SECTIONS: dict[str, type] = {"server": Server, "retention": Retention, "database": Database,
                              "lms": LMS, "retry": Retry, "logging": Logging}
+#: sections of several tables (``[[name]]``), none of which is required
+LISTS: dict[str, type] = {"products": Product}
 
 
 @dataclass(frozen=True)
@@ -306,6 +368,8 @@ class Config:
     logging: Logging
     #: each storefront's shops, by storefront name (none: switched off)
     shops: Mapping[str, tuple[Any, ...]]
+    #: the catalog: SKUs with their courses and mode
+    products: tuple[Product, ...] = ()
     #: the file read, if any
     path: str | None = None
     #: the secrets set in that file (config.readable warns about them)
@@ -324,8 +388,8 @@ def storefront_sections() -> dict[str, type]:
 
 
 def settings() -> tuple[Setting, ...]:
-    """Every setting: the sections', then the storefronts'."""
-    every = {**SECTIONS, **storefront_sections()}
+    """Every setting: the sections', the catalog's, then the storefronts'."""
+    every = {**SECTIONS, **LISTS, **storefront_sections()}
     return tuple(s for name, cls in every.items() for s in declared(name, cls))
 
 
@@ -400,7 +464,8 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
     """Read ``path`` (may be None) and ``environ``; return the :class:`Config`."""
     environ = os.environ if environ is None else environ
     storefronts = storefront_sections()
-    every = {**SECTIONS, **storefronts}
+    several_tables = {**LISTS, **storefronts}
+    every = {**SECTIONS, **several_tables}
     declarations = {name: declared(name, cls) for name, cls in every.items()}
     data = _read_file(path)
     for section in data:
@@ -408,16 +473,16 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
             raise ConfigError(f"unknown section [{section}] in {path}: remove it "
                               f"(known sections: {', '.join(every)})")
     tables = {section: _tables(section, value, path, {s.key for s in declarations[section]},
-                               section in storefronts)
+                               section in several_tables)
               for section, value in data.items()}
     env = _environment(environ, {name: {s.key for s in d} for name, d in declarations.items()},
-                       set(storefronts))
+                       set(several_tables))
 
     built: dict[str, Any] = {}
     shops: dict[str, tuple[Any, ...]] = {}
     secrets_in_file: list[str] = []
     for section, cls in every.items():
-        several = section in storefronts
+        several = section in several_tables
         found = tables.get(section, [])
         indexes = {i for (sec, i, _) in env if sec == section and i is not None}
         count = max([len(found), *(i + 1 for i in indexes)], default=0)
@@ -441,12 +506,25 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
         else:
             built[section] = made[0]
 
+    products = shops.pop("products")
     for section, section_shops in shops.items():
         _check_unique(section, section_shops)
+    _check_catalog(products)
     database = built["database"]
     built["database"] = dataclasses.replace(
         database, jobs_url=database.jobs_url or jobs_url_for(database.url))
-    return Config(**built, shops=shops, path=path, secrets_in_file=tuple(secrets_in_file))
+    return Config(**built, shops=shops, products=products, path=path,
+                  secrets_in_file=tuple(secrets_in_file))
+
+
+def _check_catalog(products: tuple[Product, ...]) -> None:
+    """A SKU is in the catalog once."""
+    seen: dict[str, int] = {}
+    for n, product in enumerate(products):
+        if product.sku in seen:
+            raise ConfigError(f"products[{seen[product.sku]}] and products[{n}] have the same "
+                              f"sku {product.sku!r}: give each product one table")
+        seen[product.sku] = n
 
 
 def _values(declared_here: tuple[Setting, ...], table: dict[str, Any],

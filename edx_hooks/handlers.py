@@ -18,6 +18,7 @@ from typing import Any
 from tornado import web
 
 from . import logs
+from .catalog import Catalog
 from .store import NewDelivery, Recorded, Store, utcnow
 from .storefronts import Endpoint, Outcome, Storefront, rejected
 
@@ -60,15 +61,16 @@ class DeliveryHandler(web.RequestHandler):
     stored first."""
 
     def initialize(self, store: Store, max_body_size: int, rejected_body_keep: int,
-                   inflight: Inflight, storefront: Storefront | None = None,
+                   inflight: Inflight, catalog: Catalog, storefront: Storefront | None = None,
                    shops: Sequence[Any] = (), endpoint: Endpoint | None = None,
                    not_found: str = "unknown-endpoint") -> None:
         """Tornado's injection (``Application`` route arguments): the store,
-        limits and, for a configured storefront's route, the storefront that
+        limits, the catalog and, for a configured storefront's route, the storefront that
         judges POSTs to it, its shops and the endpoint; without a storefront
         the route answers 404 ``not_found``."""
         self.store = store
         self.inflight = inflight
+        self.catalog = catalog
         self.counted = False
         self.concluding = False
         self.max_body_size = max_body_size
@@ -155,6 +157,7 @@ class DeliveryHandler(web.RequestHandler):
         """Store the delivery (and its order), then answer. The store schedules
         the order's new line items before the commit is acknowledged."""
         self.concluding = True
+        self.catalog.expand(outcome.order)
         try:
             recorded = await self.store.record(self._delivery(outcome), outcome.order,
                                                outcome.unenroll)

@@ -27,11 +27,12 @@ from . import logs
 from . import scheduler as sched
 from .lms import Halted, LMSClient, PermanentError, Throttled, TransientError
 from .store import (
-    ACTIVE,
+    AWAITING_ACCOUNT,
     ENROLLED,
     FAILED,
     NOT_ENROLLED,
     PENDING,
+    SCHEDULED,
     UNENROLL_FAILED,
     UNENROLL_PENDING,
     UNENROLLED,
@@ -57,6 +58,9 @@ class Runtime:
     scheduler: AsyncIOScheduler
     attempts: int
     delay_seconds: float
+    #: how often a learner without an account is looked for, and how long
+    account_check: dt.timedelta = dt.timedelta(minutes=60)
+    account_wait: dt.timedelta = dt.timedelta(days=60)
     #: items a job holds (waiting its turn, or at the LMS)
     running: set[int] = field(default_factory=set)
     tasks: set[asyncio.Task] = field(default_factory=set)
@@ -180,10 +184,11 @@ def _again(rt: Runtime, item_id: int, seconds: float) -> None:
 
 
 async def _attempt(rt: Runtime, item_id: int) -> None:
-    """One step of an item's work: enroll it (pending), or unenroll it
-    (unenroll-pending, after a refund). An unenroll requested while the
-    enrollment was under way follows it here, in the same job: never a race.
-    A pending item whose refund or cancellation has come is not enrolled."""
+    """One step of an item's work: enroll it (pending), unenroll it
+    (unenroll-pending, after a refund), or look for its learner's account
+    (awaiting-account). An unenroll requested while the enrollment was under
+    way follows it here, in the same job: never a race. A pending item whose
+    refund or cancellation has come is not enrolled."""
     # Wait for this attempt's turn at the LMS first: during a burst most
     # items wait here, and they need not hold a row read from the database.
     task = asyncio.current_task()
@@ -195,7 +200,7 @@ async def _attempt(rt: Runtime, item_id: int) -> None:
     if rt.stopping:
         return
     item = await rt.store.item_for_job(item_id)
-    if item is None or item["state"] not in ACTIVE:
+    if item is None or item["state"] not in SCHEDULED:
         rt.unrecorded.pop(item_id, None)
         return
     if rt.stopping:
@@ -203,13 +208,13 @@ async def _attempt(rt: Runtime, item_id: int) -> None:
     ids = {"provider": item["provider"], "order": item["order_external_id"], "item": item_id}
     if item_id in rt.unrecorded:
         state = await _record_again(rt, item, ids)
-    elif item["state"] == PENDING and item["withdrawn"]:
+    elif item["state"] in (PENDING, AWAITING_ACCOUNT) and item["withdrawn"]:
         state = await _withdraw(rt, item, ids)
     else:
         action = "unenroll" if item["state"] == UNENROLL_PENDING else "enroll"
-        attempt = item["attempts"] + 1
+        attempt = item["attempts"] + (item["state"] != AWAITING_ACCOUNT)
         logs.event(log, logs.DEBUG, "item.attempt", **ids, action=action, attempt=attempt,
-                   email=item["email"], sku=item["sku"])
+                   email=item["email"], sku=item["sku"], mode=item["mode"])
         rt.calling[task] = item_id
         try:
             state = await _call(rt, item, ids, action, attempt)
@@ -223,37 +228,74 @@ async def _attempt(rt: Runtime, item_id: int) -> None:
 
 
 async def _withdraw(rt: Runtime, item: dict, ids: dict) -> str | None:
-    """A pending item whose refund or cancellation has come: not enrolled.
-    Unless an earlier attempt's outcome is unknown (its call timed out or
-    could not be made sure of: the LMS may have enrolled it): then, with
-    unenroll_on_refund, it is unenrolled (harmless if it was not enrolled)."""
+    """An item not yet enrolled whose refund or cancellation has come: not
+    enrolled. Unless an earlier attempt's outcome is unknown (its call timed
+    out: the LMS may have enrolled it): then, with unenroll_on_refund, it is
+    unenrolled (harmless if it was not enrolled). An item awaiting its
+    learner's account stops waiting (with unenroll_on_refund it would have
+    been unenrolled already: its allowance deleted)."""
+    state = item["state"]
     unknown = item["attempts"] > 0 and (item["reason"] or "").startswith("LMS unreachable")
     if unknown and item["unenroll_requested_at"] is not None:
         now = utcnow()
-        if await rt.store.update(item["id"], PENDING, state=UNENROLL_PENDING, attempts=0,
+        if await rt.store.update(item["id"], state, state=UNENROLL_PENDING, attempts=0,
                                  reason=None, next_attempt_at=now, pending_since=now):
             return UNENROLL_PENDING
         return None
-    reason = f"{item['withdrawn']} before it was enrolled: not enrolled" + (
-        " (an earlier attempt's call timed out: check the LMS)" if unknown else "")
-    await rt.store.update(item["id"], PENDING, state=NOT_ENROLLED, reason=reason,
-                          next_attempt_at=None)
+    if state == AWAITING_ACCOUNT:
+        reason = (f"{item['withdrawn']} while the learner's account was awaited: the paid "
+                  "mode is not set (unenroll_on_refund is off: the LMS's allowance stays)")
+    else:
+        reason = f"{item['withdrawn']} before it was enrolled: not enrolled" + (
+            " (an earlier attempt's call timed out: check the LMS)" if unknown else "")
+    await rt.store.update(item["id"], state, state=NOT_ENROLLED, reason=reason,
+                          next_attempt_at=None, wait_until=None)
     logs.event(log, logs.INFO, "item.not_enrolled", **ids, reason=reason)
     return NOT_ENROLLED
 
 
 async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -> str | None:
     """The LMS call(s) of one attempt, and the recording of their outcome;
-    returns the state recorded when the LMS confirmed."""
-    item_id, course = item["id"], item["course_id"]
+    returns the state recorded when the LMS confirmed.
+
+    Without a mode: one bulk enrollment call, as the LMS's default mode.
+    With one: the learner's account is looked up; an active one is enrolled
+    in the mode through the enrollment API; for a learner without one, bulk
+    enrollment with auto_enroll (the LMS enrolls them, in its default mode,
+    when they activate) and the item awaits the account, to set the mode then.
+    """
+    item_id, course, mode = item["id"], item["course_id"], item["mode"]
+    following = item["state"] == AWAITING_ACCOUNT
     try:
         if course is None:
             course = await rt.lms.resolve_sku(item["sku"])
             await rt.store.update(item_id, PENDING, course_id=course)
             if rt.stopping:
                 return None
-        result = await rt.lms.bulk(action, course, item["email"], reason=_reason(item),
-                                   slot_taken=True)
+        if action == "unenroll" or mode is None:
+            result = await rt.lms.bulk(action, course, item["email"], reason=_reason(item),
+                                       slot_taken=True)
+            done = Done(UNENROLLED if action == "unenroll" else ENROLLED, attempt,
+                        {"course": course, **({"result": result} if action == "enroll" else {})})
+        else:
+            account = await rt.lms.account(item["email"])
+            if account is not None and account.get("is_active") is True:
+                await rt.lms.enroll_in_mode(str(account["username"]), course, mode,
+                                            slot_taken=True)
+                done = Done(ENROLLED, attempt, {"course": course, "mode": mode},
+                            expected=item["state"],
+                            event="item.mode_set" if following else "item.enrolled")
+            elif following:
+                return await _wait_more(rt, item, ids)
+            else:
+                result = await rt.lms.bulk("enroll", course, item["email"],
+                                           reason=_reason(item), slot_taken=True,
+                                           auto_enroll=True)
+                now = utcnow()
+                done = Done(AWAITING_ACCOUNT, attempt,
+                            {"course": course, "mode": mode, "result": result},
+                            next_attempt_at=now + rt.account_check,
+                            wait_until=now + rt.account_wait, event="item.awaiting_account")
     except Halted:
         return None  # stopping before the call went out: still pending, no attempt used
     except Throttled as e:
@@ -267,38 +309,61 @@ async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -
         await _fail(rt, item, ids, attempt, str(e))
         return None
     except TransientError as e:
+        if following:  # the next check comes anyway
+            return await _wait_more(rt, item, ids, str(e))
         await _transient(rt, item, ids, attempt, str(e))
         return None
     except Exception as e:  # a bug must leave a visible trace, not a stuck item
         logs.event(log, logs.ERROR, "item.error", **ids, attempt=attempt, exc_info=True)
+        if following:
+            return await _wait_more(rt, item, ids, f"internal error: {type(e).__name__}")
         await _transient(rt, item, ids, attempt, f"internal error: {type(e).__name__}")
         return None
-    if action == "unenroll":
-        done = Done(UNENROLLED, attempt, {"course": course})
-    else:
-        done = Done(ENROLLED, attempt, {"course": course, "result": result})
     return await _record(rt, item_id, ids, done)
+
+
+async def _wait_more(rt: Runtime, item: dict, ids: dict, error: str | None = None) -> None:
+    """The learner has no active account yet: look again in
+    ``lms.account_check_minutes``, or, past ``lms.account_wait_days``, fail."""
+    now = utcnow()
+    if item["wait_until"] is not None and now >= item["wait_until"]:
+        await _fail(rt, item, ids, item["attempts"],
+                    "no active LMS account for the learner within lms.account_wait_days: the "
+                    "paid mode is not set (the LMS still enrolls them in its default mode at "
+                    "activation); `edx-hooks retry` waits again")
+        return None
+    when = now + rt.account_check
+    await rt.store.update(item["id"], AWAITING_ACCOUNT, next_attempt_at=when, reason=error)
+    sched.schedule_retry(rt.scheduler, item["id"], when)
+    return None
 
 
 @dataclass
 class Done:
     """An outcome the LMS confirmed, to be recorded."""
-    state: str  # ENROLLED or UNENROLLED
+    state: str  # ENROLLED, AWAITING_ACCOUNT or UNENROLLED
     attempt: int
     fields: dict[str, Any]  # for the event line
+    #: the state the item is in until this is recorded (default: from ``state``)
+    expected: str = ""
+    event: str = ""
+    next_attempt_at: dt.datetime | None = None
+    wait_until: dt.datetime | None = None
 
-    @property
-    def expected(self) -> str:
-        """The state the item is in until this is recorded."""
-        return PENDING if self.state == ENROLLED else UNENROLL_PENDING
+    def __post_init__(self) -> None:
+        self.expected = self.expected or (
+            UNENROLL_PENDING if self.state == UNENROLLED else PENDING)
+        self.event = self.event or (
+            "item.unenrolled" if self.state == UNENROLLED else "item.enrolled")
 
 
 async def _write(rt: Runtime, item_id: int, done: Done) -> str | None:
     """Record ``done``; the state set (None if the item was no longer in
     the state expected)."""
-    if done.state == ENROLLED:
-        # enrolled, or unenroll-pending if refunded meanwhile: in one statement
-        return await rt.store.record_enrolled(item_id, done.attempt)
+    if done.state in (ENROLLED, AWAITING_ACCOUNT):
+        # that, or unenroll-pending if refunded meanwhile: in one statement
+        return await rt.store.record_enrolled(item_id, done.expected, done.state, done.attempt,
+                                              done.next_attempt_at, done.wait_until)
     changed = await rt.store.update(item_id, UNENROLL_PENDING, state=UNENROLLED,
                                     attempts=done.attempt, reason=None, next_attempt_at=None)
     return UNENROLLED if changed else None
@@ -320,8 +385,13 @@ async def _record(rt: Runtime, item_id: int, ids: dict, done: Done) -> str | Non
             error = " ".join(f"{type(e).__name__}: {e}".split())[:200]
             continue
         rt.unrecorded.pop(item_id, None)
-        event = "item.enrolled" if done.state == ENROLLED else "item.unenrolled"
-        logs.event(log, logs.INFO, event, **ids, attempt=done.attempt, **done.fields)
+        if state == AWAITING_ACCOUNT:
+            sched.schedule_retry(rt.scheduler, item_id, done.next_attempt_at)
+            logs.event(log, logs.INFO, done.event, **ids, **done.fields,
+                       check_in_minutes=round(rt.account_check.total_seconds() / 60, 3),
+                       until=f"{done.wait_until:%Y-%m-%dT%H:%M:%S}Z")
+        else:
+            logs.event(log, logs.INFO, done.event, **ids, attempt=done.attempt, **done.fields)
         return state
     rt.unrecorded[item_id] = done
     logs.event(log, logs.ERROR, "item.unrecorded", **ids, outcome=done.state,

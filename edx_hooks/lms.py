@@ -34,11 +34,16 @@ log = logging.getLogger("edx_hooks.lms")
 
 BULK_ENROLL_PATH = "/api/bulk_enroll/v1/bulk_enroll"  # no trailing slash: newer LMSes 404 on it
 TOKEN_PATH = "/oauth2/access_token"
+ACCOUNTS_PATH = "/api/user/v1/accounts"
+ENROLLMENT_PATH = "/api/enrollment/v1/enrollment"
+COURSE_PATH = "/api/enrollment/v1/course/{}"
 #: refresh the token this long before the LMS says it expires
 TOKEN_MARGIN_SECONDS = 60
 
 _COURSE_PART = r"[\w\-~.:]+"
 COURSE_ID_RE = re.compile(rf"course-v1:{_COURSE_PART}\+{_COURSE_PART}\+{_COURSE_PART}")
+#: the old form, ORG/COURSE/RUN, of long-running installs (bulk enrollment takes it)
+OLD_COURSE_ID_RE = re.compile(r"[\w\-~.]+/[\w\-~.]+/[\w\-~.]+")
 _EMAIL_RE = re.compile(r"[^@\s,;<>()\[\]\\\"]+@[^@\s,;<>()\[\]\\\"]+\.[^@\s,;<>()\[\]\\\".]+")
 
 
@@ -56,9 +61,32 @@ def origin(url: str) -> tuple[str, str, int | None] | None:
     return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
 
 
+def course_in(url: str, lms_url: str, learning_mfe_url: str = "") -> str | None:
+    """The course a redirect target names: ``/courses/<course id>/...`` on
+    the LMS's own origin (scheme, host and port), or
+    ``<learning MFE>/course/<course id>/...`` on the Learning MFE's. An id of
+    the old form spans three segments (``/courses/ORG/COURSE/RUN/...``)."""
+    parts = urllib.parse.urlsplit(url)
+    here = origin(url)
+    segments = [urllib.parse.unquote(s) for s in parts.path.split("/")]
+    candidates = []
+    if here is not None and here == origin(lms_url) and "courses" in segments:
+        after = segments[segments.index("courses") + 1:]
+        candidates = [after[0]] if after else []
+        if len(after) >= 3:
+            candidates.append("/".join(after[:3]))
+    elif learning_mfe_url and here is not None and here == origin(learning_mfe_url):
+        base = urllib.parse.urlsplit(learning_mfe_url).path.rstrip("/") + "/course/"
+        if parts.path.startswith(base):
+            candidates = [urllib.parse.unquote(parts.path[len(base):].split("/")[0])]
+    return next((c for c in candidates if c and is_course_id(c)), None)
+
+
 def is_course_id(value: str) -> bool:
-    """A course id in the opaque-keys grammar: course-v1:ORG+COURSE+RUN."""
-    return COURSE_ID_RE.fullmatch(value) is not None
+    """A course id in the opaque-keys grammar: course-v1:ORG+COURSE+RUN, or
+    the old ORG/COURSE/RUN."""
+    return (COURSE_ID_RE.fullmatch(value) is not None
+            or OLD_COURSE_ID_RE.fullmatch(value) is not None)
 
 
 def is_email(value: str) -> bool:
@@ -193,9 +221,13 @@ class LMSClient:
     def __init__(self, base_url: str, client_id: str, client_secret: str, *,
                  timeout: float = 10.0, auto_enroll: bool = True,
                  email_students: bool = True, sku_prefix: str = "",
-                 max_clients: int = 10, max_calls_per_minute: int = 100):
+                 max_clients: int = 10, max_calls_per_minute: int = 100,
+                 api_key: str = "", learning_mfe_url: str = ""):
         self.base_url = base_url.rstrip("/")
-        self._origin = origin(self.base_url)
+        self.learning_mfe_url = learning_mfe_url.rstrip("/")
+        #: sent as X-Edx-Api-Key: the LMS then skips its throttle for the
+        #: enrollment views, and lets a mode be set past its upgrade deadline
+        self._api_key = api_key
         self.client_id = client_id
         self._client_secret = client_secret
         self.timeout = timeout
@@ -285,8 +317,8 @@ class LMSClient:
 
         Only the first redirect is read: following them all can end on a login
         page with the course id left only in a query string. The lookup never
-        leaves the LMS: a redirect names a course only on the LMS's own
-        origin (scheme, host and port).
+        leaves the LMS: see :func:`course_in` for the redirects that name a
+        course.
         """
         quoted = urllib.parse.quote(sku, safe="-._~")
         if quoted in (".", ".."):  # a dot-segment would climb out of the SKU prefix
@@ -299,55 +331,150 @@ class LMSClient:
                             permanent=f"SKU {sku!r} resolves to no course: HEAD "
                                       f"{self.base_url}{path} answered {response.code} "
                                       "without a redirect")
-        target = urllib.parse.urljoin(self.base_url + path, location)
-        course_id = None
-        if origin(target) == self._origin:
-            segments = urllib.parse.urlsplit(target).path.split("/")
-            if "courses" in segments:
-                after = segments.index("courses") + 1
-                if after < len(segments):
-                    course_id = urllib.parse.unquote(segments[after])
-        if not course_id or not is_course_id(course_id):
+        course_id = course_in(urllib.parse.urljoin(self.base_url + path, location),
+                              self.base_url, self.learning_mfe_url)
+        if course_id is None:
             raise PermanentError(f"SKU {sku!r} redirects to {location[:200]!r}, "
                                  "which names no course on the LMS", response.code)
         return course_id
 
     # -- bulk enrollment
 
+    async def _call(self, method: str, path: str, body: str | None = None,
+                    content_type: str = "", paced: bool = True,
+                    slot_taken: bool = False) -> HTTPResponse:
+        """A call with the token (and the API key, when set). ``paced``: one
+        the LMS's enrollment throttle counts, made in its turn with
+        :attr:`pacer` (``slot_taken``: the caller already waited it). On a
+        401: one fresh token, one repeat (in a turn of its own)."""
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        if self._api_key:
+            headers["X-Edx-Api-Key"] = self._api_key
+        token = None
+        for repeat in (False, True):
+            token = await self.token(stale=token)
+            if paced and (repeat or not slot_taken):
+                await self.pacer.wait()
+            response = await self.fetch(path, method=method, body=body,
+                                        headers={**headers, "Authorization": f"JWT {token}"})
+            if response.code != 401:
+                break
+            logs.event(log, logs.INFO, "lms.unauthorized", action="refresh-token")
+        if response.code == 429 and paced:
+            self.pacer.back_off(_retry_after(response))
+        return response
+
     async def bulk(self, action: str, course_id: str, email_address: str, reason: str,
-                   slot_taken: bool = False) -> str:
+                   slot_taken: bool = False, auto_enroll: bool | None = None) -> str:
         """Enroll or unenroll (``action``) one learner in one course through
         the bulk enrollment view. Returns ``enrolled`` or ``allowed`` (no
         account yet: enrolled when they register) for an enrollment,
         ``unenrolled`` for an unenrollment (the enrollment deactivated, an
         "allowed" row deleted; unenrolling someone not enrolled is a no-op).
         ``slot_taken``: the caller already waited its turn with :attr:`pacer`.
+        ``auto_enroll``: instead of ``lms.auto_enroll``.
         """
+        auto = self.auto_enroll if auto_enroll is None else auto_enroll
         form = urllib.parse.urlencode({
             "action": action, "courses": course_id, "identifiers": email_address,
-            "auto_enroll": "true" if self.auto_enroll and action == "enroll" else "false",
+            "auto_enroll": "true" if auto and action == "enroll" else "false",
             "email_students": "true" if self.email_students else "false",
             "reason": reason})
-        token = None
-        for repeat in (False, True):  # on a 401: one fresh token, one repeat
-            token = await self.token(stale=token)
-            if not slot_taken or repeat:
-                await self.pacer.wait()
-            response = await self.fetch(
-                BULK_ENROLL_PATH, method="POST", body=form,
-                headers={"Authorization": f"JWT {token}",
-                         "Content-Type": "application/x-www-form-urlencoded",
-                         "Accept": "application/json"})
-            if response.code != 401:
-                break
-            logs.event(log, logs.INFO, "lms.unauthorized", action="refresh-token")
+        response = await self._call("POST", BULK_ENROLL_PATH, form,
+                                    "application/x-www-form-urlencoded", slot_taken=slot_taken)
         if response.code != 200:
-            error = error_for(response, "bulk_enroll", hints=BULK_HINTS,
-                              redact={email_address: "<learner>"})
-            if isinstance(error, Throttled):
-                self.pacer.back_off(error.retry_after)
-            raise error
+            raise error_for(response, "bulk_enroll", hints=BULK_HINTS,
+                            redact={email_address: "<learner>"})
         return outcome(response.body, course_id, email_address, action)
+
+    # -- accounts and modes (the enrollment API)
+
+    async def account(self, email_address: str) -> dict[str, Any] | None:
+        """The learner's LMS account (``username``, ``is_active``...), or None
+        when there is none with that email. Not throttled by the LMS: not
+        paced."""
+        response = await self._call(
+            "GET", ACCOUNTS_PATH + "?" + urllib.parse.urlencode({"email": email_address}),
+            paced=False)
+        if response.code == 404:
+            return None
+        if response.code != 200:
+            raise error_for(response, "the account lookup", hints={
+                403: "the OAuth2 application's user is not global staff (looking accounts "
+                     "up by email needs it)"}, redact={email_address: "<learner>"})
+        try:
+            found = json.loads(response.body)
+            found = found if isinstance(found, list) else [found]
+            account = next(a for a in found if isinstance(a, dict)
+                           and str(a.get("email", "")).lower() == email_address.lower())
+            str(account["username"])
+        except (ValueError, StopIteration, KeyError, TypeError):
+            raise PermanentError("the account lookup answered 200 without the learner's "
+                                 "account", 200) from None
+        return account
+
+    async def enroll_in_mode(self, username: str, course_id: str, mode: str,
+                             slot_taken: bool = False) -> str:
+        """Enroll an existing account in ``course_id`` in ``mode``, active, or
+        change its enrollment to that: the enrollment API. Paid orders go
+        through with ``force_enrollment`` (the shop is the gate: a course
+        whose enrollment window closed still takes a learner who paid; a
+        full course does not). Returns ``enrolled``. A refusal (a mode the
+        course does not offer, an unknown course, a closed or full course)
+        is a :class:`PermanentError` with the LMS's own message."""
+        body = json.dumps({"user": username, "mode": mode, "is_active": True,
+                           "course_details": {"course_id": course_id},
+                           "force_enrollment": True})
+        response = await self._call("POST", ENROLLMENT_PATH, body, "application/json",
+                                    slot_taken=slot_taken)
+        if response.code != 200:
+            message = _message(response)
+            raise error_for(response, "the enrollment API", hints={
+                401: "the LMS refused a fresh token: check the OAuth2 application",
+                404: "not found: the enrollment API is missing on this LMS"},
+                permanent=(f"the enrollment API answered {response.code}: {message}"
+                           if response.code in (400, 403, 406) and message else ""),
+                redact={username: "<learner>"})
+        try:
+            answer = json.loads(response.body)
+            confirmed = answer["mode"] == mode and answer["is_active"] is True
+        except (ValueError, KeyError, TypeError):
+            confirmed = False
+        if not confirmed:
+            raise PermanentError(f"the enrollment API answered 200 but did not confirm the "
+                                 f"{mode} enrollment", 200)
+        return "enrolled"
+
+    async def course_modes(self, course_id: str) -> list[str] | None:
+        """The modes a course offers, expired ones included; None for a
+        course the LMS does not know. No token needed."""
+        response = await self.fetch(
+            COURSE_PATH.format(urllib.parse.quote(course_id, safe="")) + "?include_expired=1")
+        if response.code in (400, 404):
+            return None
+        if response.code != 200:
+            raise error_for(response, "the course modes view")
+        try:
+            return [str(m["slug"]) for m in json.loads(response.body)["course_modes"]]
+        except (ValueError, KeyError, TypeError):
+            raise PermanentError("the course modes view answered 200 without modes",
+                                 200) from None
+
+
+def _message(response: HTTPResponse) -> str:
+    """The LMS's own words in an error answer: its ``message`` (the
+    enrollment API), ``detail`` (DRF) or ``error``."""
+    try:
+        answer = json.loads(response.body or b"")
+    except ValueError:
+        return _summary(response)
+    if isinstance(answer, dict):
+        for key in ("message", "detail", "error", "error_msg"):
+            if isinstance(answer.get(key), str) and answer[key].strip():
+                return " ".join(answer[key].split())[:300]
+    return _summary(response)
 
 
 def outcome(body: bytes, course_id: str, email_address: str, action: str) -> str:

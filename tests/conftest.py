@@ -205,8 +205,10 @@ class ServeProcess:
     def __init__(self, harness: Harness, **overrides: dict[str, Any] | None):
         sections = base_sections(harness.tmp_path, harness.lms.url)
         for section, values in overrides.items():
-            sections[section] = None if values is None else {**(sections.get(section) or {}),
-                                                             **values}
+            if values is None or isinstance(values, list):
+                sections[section] = values
+            else:
+                sections[section] = {**(sections.get(section) or {}), **values}
         sock, self.port = bind_unused_port()
         sock.close()
         sections["server"] = {**(sections.get("server") or {}), "port": self.port}

@@ -1,7 +1,11 @@
 """A stand-in Open edX LMS: a small Tornado app on a free port that speaks the
-real contract (protocols.md): OAuth2 client credentials with JWT tokens, the
-bulk enrollment view without trailing slash, SKU redirects answered with a
-301 for any method, and the failures a real LMS produces on demand.
+real contract (protocols.md): OAuth2 client credentials with JWT tokens; the
+bulk enrollment view (no trailing slash), which enrolls an account in the
+default mode or leaves an allowance for an email without one; accounts by
+email; the enrollment API with course modes; a course's modes; SKU
+redirects answered with a 301 for any method; one throttle bucket for both
+enrollment views, which the API key skips; and the failures a real LMS
+produces on demand.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.testing import bind_unused_port
 
-COURSE_ID = re.compile(r"course-v1:[\w\-~.:]+\+[\w\-~.:]+\+[\w\-~.:]+")
+#: a course id: course-v1:ORG+COURSE+RUN, or the old ORG/COURSE/RUN
+COURSE_ID = re.compile(r"course-v1:[\w\-~.:]+\+[\w\-~.:]+\+[\w\-~.:]+"
+                       r"|[\w\-~.]+/[\w\-~.]+/[\w\-~.]+")
 
 
 @dataclass
@@ -28,6 +34,19 @@ class Call:
     form: dict[str, str]
     authorization: str
     at: float
+
+
+@dataclass
+class Account:
+    username: str
+    email: str
+    is_active: bool = True
+
+
+@dataclass
+class Enrollment:
+    mode: str
+    is_active: bool = True
 
 
 @dataclass
@@ -58,8 +77,31 @@ class StandinLMS:
         self.redirects: dict[str, str] = {}
         self.head_requests: list[str] = []
         self.raw_head_paths: list[str] = []  # as sent, still percent-encoded
-        #: learner emails with an LMS account (others get an "allowed" row)
+        #: learner emails with an active LMS account (others get an "allowed"
+        #: row); an account made on first sight, its username the local part
         self.registered: set[str] = set()
+        #: accounts by email (lower case), active or not
+        self.accounts: dict[str, Account] = {}
+        #: (username, course id) -> enrollment, with its mode
+        self.enrollments: dict[tuple[str, str], Enrollment] = {}
+        #: (email, course id) -> auto_enroll: the CourseEnrollmentAllowed rows
+        self.allowances: dict[tuple[str, str], bool] = {}
+        self.default_mode = "audit"
+        #: the modes each course offers (any other course: audit and verified)
+        self.modes: dict[str, list[str]] = {}
+        #: courses whose enrollment is closed (force_enrollment passes) or full
+        self.closed: set[str] = set()
+        self.full: set[str] = set()
+        #: courses past their verified upgrade deadline (a mode change to
+        #: verified needs the API key)
+        self.past_upgrade_deadline: set[str] = set()
+        #: the LMS's EDX_API_KEY: sent as X-Edx-Api-Key, it skips the throttle
+        self.api_key: str | None = None
+        #: enrollment API requests (JSON bodies) and account lookups, as received
+        self.mode_calls: list[Call] = []
+        self.account_lookups: list[str] = []
+        #: answers to give to the next enrollment API requests, in order
+        self.forced_mode: list[Forced] = []
         #: if set, only these course ids exist (others: 404 as up to Teak)
         self.courses: set[str] | None = None
         #: identifiers the LMS answers 200 with a per-learner error for
@@ -80,6 +122,9 @@ class StandinLMS:
         app = web.Application([
             (r"/oauth2/access_token", _Token, {"lms": self}),
             (r"/api/bulk_enroll/v1/bulk_enroll", _BulkEnroll, {"lms": self}),
+            (r"/api/user/v1/accounts", _Accounts, {"lms": self}),
+            (r"/api/enrollment/v1/enrollment", _EnrollmentAPI, {"lms": self}),
+            (r"/api/enrollment/v1/course/(.+)", _CourseModes, {"lms": self}),
             (r"/_stats", _Stats, {"lms": self}),
             (r"/(.*)", _Redirects, {"lms": self}),
         ])
@@ -112,6 +157,46 @@ class StandinLMS:
 
     def revoke_tokens(self) -> None:
         self.valid_tokens.clear()
+
+    # -- the platform's state, as a test arranges and reads it
+
+    def account(self, email: str) -> Account | None:
+        email = email.lower()
+        if email not in self.accounts and email in {r.lower() for r in self.registered}:
+            self.accounts[email] = Account(email.split("@")[0], email)
+        return self.accounts.get(email)
+
+    def register(self, email: str, active: bool = False) -> Account:
+        """An account made (not yet activated, by default)."""
+        account = Account(email.split("@")[0].lower(), email.lower(), active)
+        self.accounts[email.lower()] = account
+        return account
+
+    def activate(self, email: str) -> Account:
+        """The learner activates their account: its allowances with
+        auto_enroll become enrollments in the default mode
+        (``user_post_save_callback``)."""
+        account = self.account(email) or self.register(email)
+        account.is_active = True
+        for (allowed, course), auto in list(self.allowances.items()):
+            if allowed == account.email and auto and course not in self.closed:
+                self.enrollments.setdefault((account.username, course),
+                                            Enrollment(self.default_mode))
+                self.enrollments[(account.username, course)].is_active = True
+        return account
+
+    def enrollment(self, email: str, course: str) -> Enrollment | None:
+        account = self.account(email)
+        return self.enrollments.get((account.username, course)) if account else None
+
+    def course_modes(self, course: str) -> list[str] | None:
+        if self.courses is not None and course not in self.courses:
+            return None
+        return self.modes.get(course, ["audit", "verified"])
+
+    def unthrottled(self, handler: web.RequestHandler) -> bool:
+        return bool(self.api_key) and handler.request.headers.get("X-Edx-Api-Key") == \
+            self.api_key
 
     def calls_for(self, email: str) -> list[Call]:
         return [c for c in self.calls if c.form.get("identifiers") == email]
@@ -147,6 +232,30 @@ class _Base(web.RequestHandler):
 
     def form(self) -> dict[str, str]:
         return {k: v[-1].decode() for k, v in self.request.body_arguments.items()}
+
+    def authorized(self) -> bool:
+        """A valid JWT (global staff), else 401 answered."""
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        if scheme == "JWT" and token in self.lms.valid_tokens:
+            return True
+        self.set_status(401)
+        self.finish({"detail": "Authentication credentials were not provided."})
+        return False
+
+    def throttled(self) -> bool:
+        """The enrollment views' one bucket (EnrollmentUserThrottle): past it,
+        429 with Retry-After answered; the API key skips it."""
+        if self.lms.unthrottled(self):
+            return False
+        wait = self.lms.over_limit()
+        if not wait:
+            return False
+        self.lms.throttled += 1
+        self.set_status(429)
+        self.set_header("Retry-After", str(max(1, math.ceil(wait))))
+        self.finish({"detail": f"Request was throttled. Expected available in "
+                               f"{max(1, math.ceil(wait))} seconds."})
+        return True
 
     def check_xsrf_cookie(self) -> None:
         pass
@@ -184,17 +293,7 @@ class _BulkEnroll(_Base):
             return
         if self.lms.latency:
             await asyncio.sleep(self.lms.latency)
-        wait = self.lms.over_limit()
-        if wait:
-            self.lms.throttled += 1
-            self.set_status(429)
-            self.set_header("Retry-After", str(max(1, math.ceil(wait))))
-            self.finish({"detail": "Request was throttled."})
-            return
-        scheme, _, token = auth.partition(" ")
-        if scheme != "JWT" or token not in self.lms.valid_tokens:
-            self.set_status(401)
-            self.finish({"detail": "Authentication credentials were not provided."})
+        if not self.authorized() or self.throttled():
             return
         courses = [c.strip() for c in form.get("courses", "").split(",") if c.strip()]
         identifiers = [i.strip() for i in re.split(r"[\n,]", form.get("identifiers", ""))
@@ -226,17 +325,129 @@ class _BulkEnroll(_Base):
                 if ident in self.lms.erroring:
                     results.append({"identifier": ident, "error": True})
                     continue
-                user = ident in self.lms.registered
-                results.append({
-                    "identifier": ident,
-                    "before": {"user": user, "enrollment": False, "allowed": False,
-                               "auto_enroll": False},
-                    "after": {"user": user, "enrollment": enroll and user,
-                              "allowed": enroll and not user, "auto_enroll": auto and not user},
-                })
+                before = self.state(ident, course)
+                self.apply(ident, course, enroll, auto)
+                results.append({"identifier": ident, "before": before,
+                                "after": self.state(ident, course)})
             answer["courses"][course] = {"action": form["action"], "auto_enroll": auto,
                                          "results": results}
         self.finish(answer)
+
+    def state(self, email: str, course: str) -> dict:
+        """What the view reports of a learner in a course, before and after."""
+        account = self.lms.account(email)
+        enrollment = self.lms.enrollments.get((account.username, course)) if account else None
+        allowed = (email.lower(), course) in self.lms.allowances
+        return {"user": account is not None,
+                "enrollment": bool(enrollment and enrollment.is_active),
+                "allowed": allowed,
+                "auto_enroll": self.lms.allowances.get((email.lower(), course), False)}
+
+    def apply(self, email: str, course: str, enroll: bool, auto: bool) -> None:
+        """The view's effect: an account is enrolled (in the default mode; an
+        existing enrollment keeps its mode) or deactivated (the mode kept);
+        an email without one gets an allowance, or loses it."""
+        account = self.lms.account(email)
+        key = (email.lower(), course)
+        if enroll:
+            if account is None:
+                self.lms.allowances[key] = auto
+                return
+            enrollment = self.lms.enrollments.setdefault((account.username, course),
+                                                         Enrollment(self.lms.default_mode))
+            enrollment.is_active = True
+        else:
+            self.lms.allowances.pop(key, None)
+            if account is not None and (account.username, course) in self.lms.enrollments:
+                self.lms.enrollments[(account.username, course)].is_active = False
+
+
+class _Accounts(_Base):
+    """``GET /api/user/v1/accounts?email=``: a list of one account, or 404."""
+
+    async def get(self) -> None:
+        if not self.authorized():
+            return
+        email = self.get_query_argument("email", "")
+        self.lms.account_lookups.append(email)
+        account = self.lms.account(email)
+        if account is None:
+            self.set_status(404)
+            self.finish()
+            return
+        self.finish(json.dumps([{"username": account.username, "email": account.email,
+                                 "id": abs(hash(account.username)) % 100000,
+                                 "is_active": account.is_active, "name": ""}]))
+
+
+class _EnrollmentAPI(_Base):
+    """``POST /api/enrollment/v1/enrollment``: enroll a user in a mode, or
+    change their enrollment's mode or activity, as global staff may."""
+
+    def refuse(self, status: int, message: str) -> None:
+        self.set_status(status)
+        self.finish({"message": message})
+
+    async def post(self) -> None:
+        body = json.loads(self.request.body or b"{}")
+        self.lms.mode_calls.append(Call(form=body, at=time.monotonic(),
+                                        authorization=self.request.headers.get(
+                                            "Authorization", "")))
+        if await self.forced(self.lms.forced_mode):
+            return
+        if self.lms.latency:
+            await asyncio.sleep(self.lms.latency)
+        if not self.authorized() or self.throttled():
+            return
+        username = body.get("user")
+        course = (body.get("course_details") or {}).get("course_id", "")
+        mode = body.get("mode") or self.lms.default_mode
+        active = body.get("is_active", True)
+        account = next((a for a in self.lms.accounts.values() if a.username == username), None)
+        if account is None:
+            self.refuse(406, f"The user {username} does not exist.")
+            return
+        modes = self.lms.course_modes(course)
+        if modes is None:
+            self.refuse(400, f"No course '{course}' found for enrollment")
+            return
+        if mode not in modes:
+            self.refuse(400, f"The [{mode}] course mode is expired or otherwise unavailable "
+                             f"for course run [{course}].")
+            return
+        existing = self.lms.enrollments.get((username, course))
+        if not active and existing is not None and existing.mode != mode:
+            self.refuse(400, "Enrollment mode mismatch")
+            return
+        if course in self.lms.full and active:
+            self.refuse(400, f"Course {course} is full")
+            return
+        if course in self.lms.closed and active and not body.get("force_enrollment"):
+            self.refuse(400, f"Enrollment is closed for {course}")
+            return
+        if (existing is not None and existing.mode != mode and mode == "verified"
+                and course in self.lms.past_upgrade_deadline and not self.lms.unthrottled(self)):
+            self.refuse(400, f"The [{mode}] course mode is expired or otherwise unavailable "
+                             f"for course run [{course}].")
+            return
+        created = existing is None
+        self.lms.enrollments[(username, course)] = Enrollment(mode, bool(active))
+        self.finish({"created": created, "mode": mode, "is_active": bool(active),
+                     "user": username,
+                     "course_details": {"course_id": course,
+                                        "course_modes": [{"slug": m} for m in modes]}})
+
+
+class _CourseModes(_Base):
+    """``GET /api/enrollment/v1/course/{course_id}``: no authentication."""
+
+    def get(self, course: str) -> None:
+        modes = self.lms.course_modes(course)
+        if modes is None:
+            self.set_status(400)
+            self.finish({"message": f"No course found for course ID '{course}'"})
+            return
+        self.finish({"course_id": course, "course_modes": [{"slug": m} for m in modes]})
 
 
 class _Stats(_Base):

@@ -17,6 +17,7 @@ from .database import Store
 from .migrate import SchemaError
 from .schema import (
     ACTIVE,
+    AWAITING_ACCOUNT,
     AWAITING_PAYMENT,
     ENROLLED,
     FAILED,
@@ -24,6 +25,7 @@ from .schema import (
     NOT_ENROLLED,
     NOT_PLACED,
     PENDING,
+    SCHEDULED,
     UNENROLL_FAILED,
     UNENROLL_PENDING,
     UNENROLLED,
@@ -42,8 +44,9 @@ from .schema import (
 from .writer import StoreClosed
 
 __all__ = [
-    "ACTIVE", "AWAITING_PAYMENT", "ENROLLED", "FAILED", "ITEM_STATES", "NOT_ENROLLED",
-    "NOT_PLACED", "PENDING", "UNENROLL_FAILED", "UNENROLL_PENDING", "UNENROLLED",
-    "NewDelivery", "NewItem", "NewOrder", "Recorded", "SchemaError", "Store", "StoreClosed",
-    "Unenroll", "deliveries", "items", "metadata", "order_state", "orders", "utcnow",
+    "ACTIVE", "AWAITING_ACCOUNT", "AWAITING_PAYMENT", "ENROLLED", "FAILED", "ITEM_STATES",
+    "NOT_ENROLLED", "NOT_PLACED", "PENDING", "SCHEDULED", "UNENROLL_FAILED", "UNENROLL_PENDING",
+    "UNENROLLED", "NewDelivery", "NewItem", "NewOrder", "Recorded", "SchemaError", "Store",
+    "StoreClosed", "Unenroll", "deliveries", "items", "metadata", "order_state", "orders",
+    "utcnow",
 ]

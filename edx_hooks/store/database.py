@@ -19,9 +19,11 @@ from .. import logs
 from .migrate import SchemaError, Upgrade, prepare_sqlite, sqlite_path
 from .schema import (
     ACTIVE,
+    AWAITING_ACCOUNT,
     ENROLLED,
     FAILED,
     ITEMS_FOR_JOB,
+    SCHEDULED,
     UNENROLL_FAILED,
     UNENROLLED,
     NewDelivery,
@@ -181,10 +183,13 @@ class Store:
         self._data_version = version
         return changed
 
-    async def record_enrolled(self, item_id: int, attempts: int) -> str | None:
-        """Record a pending item's confirmed enrollment: ``enrolled``, or
+    async def record_enrolled(self, item_id: int, expected: str, state: str, attempts: int,
+                              next_attempt_at: dt.datetime | None = None,
+                              wait_until: dt.datetime | None = None) -> str | None:
+        """Record an enrollment the LMS confirmed: ``state``, or
         ``unenroll-pending`` if a refund asked for it meanwhile (atomic)."""
-        return await self._submit(record_enrolled, item_id, attempts)
+        return await self._submit(record_enrolled, item_id, expected, state, attempts,
+                                  next_attempt_at, wait_until)
 
     async def update(self, item_id: int, expected: str, **values: Any) -> bool:
         """Change a line item still in the ``expected`` state; False if it is not."""
@@ -229,9 +234,10 @@ class Store:
             .where(items.c.id.in_(item_ids)).order_by(items.c.id))
 
     async def pending_items(self) -> list[tuple[int, dt.datetime | None]]:
-        """Every line item not yet enrolled or failed, with when it is due."""
+        """Every line item with a job to come (work to do, an account to look
+        for), with when it is due."""
         query = (sa.select(items.c.id, items.c.next_attempt_at)
-                 .where(items.c.state.in_(ACTIVE)).order_by(items.c.id))
+                 .where(items.c.state.in_(SCHEDULED)).order_by(items.c.id))
         async with self.engine.connect() as conn:
             return [tuple(r) for r in (await conn.execute(query)).all()]
 
@@ -251,6 +257,8 @@ class Store:
             sa.func.sum(sa.case((items.c.state == ENROLLED, 1), else_=0)).label("enrolled"),
             sa.func.sum(sa.case((items.c.state == UNENROLLED, 1), else_=0))
             .label("unenrolled"),
+            sa.func.sum(sa.case((items.c.state == AWAITING_ACCOUNT, 1), else_=0))
+            .label("awaiting_account"),
             sa.func.max(sa.case((items.c.reason.is_not(None), items.c.updated_at)))
             .label("error_at"))
             .group_by(items.c.order_id).subquery())
@@ -262,6 +270,8 @@ class Store:
                            sa.func.coalesce(counts.c.failed, 0).label("failed"),
                            sa.func.coalesce(counts.c.enrolled, 0).label("enrolled"),
                            sa.func.coalesce(counts.c.unenrolled, 0).label("unenrolled"),
+                           sa.func.coalesce(counts.c.awaiting_account, 0)
+                           .label("awaiting_account"),
                            last_error.label("last_error"))
                  .outerjoin(counts, counts.c.order_id == orders.c.id)
                  .order_by(orders.c.created_at.desc(), orders.c.id.desc()))
@@ -307,9 +317,10 @@ class Store:
             sa.func.sum(sa.case((items.c.state.in_(ACTIVE), 1), else_=0)),
             sa.func.sum(sa.case((items.c.state.in_((FAILED, UNENROLL_FAILED)), 1), else_=0)),
             sa.func.min(sa.case((items.c.state.in_(ACTIVE),
-                                 sa.func.coalesce(items.c.pending_since, items.c.created_at)))))
+                                 sa.func.coalesce(items.c.pending_since, items.c.created_at)))),
+            sa.func.sum(sa.case((items.c.state == AWAITING_ACCOUNT, 1), else_=0)))
         async with self.engine.connect() as conn:
-            pending, failed, oldest = (await conn.execute(query)).one()
+            pending, failed, oldest, awaiting = (await conn.execute(query)).one()
         age = (utcnow() - oldest).total_seconds() if oldest else 0.0
         return {"pending": pending or 0, "failed": failed or 0,
-                "oldest_pending_seconds": round(age, 1)}
+                "oldest_pending_seconds": round(age, 1), "awaiting_account": awaiting or 0}

@@ -13,11 +13,16 @@ PENDING, ENROLLED, FAILED = "pending", "enrolled", "failed"
 UNENROLL_PENDING, UNENROLLED, UNENROLL_FAILED = "unenroll-pending", "unenrolled", "unenroll-failed"
 #: refunded or cancelled before it was enrolled: never enrolled
 NOT_ENROLLED = "not-enrolled"
-#: states in which a line item still has LMS work to do
+#: sold in a mode to a learner without an LMS account yet: the LMS enrolls
+#: them at activation, and the paid mode is set once their account is active
+AWAITING_ACCOUNT = "awaiting-account"
+#: states in which a line item still has LMS work to do now
 ACTIVE = (PENDING, UNENROLL_PENDING)
+#: states with a job to come (ACTIVE, and the account checks)
+SCHEDULED = (*ACTIVE, AWAITING_ACCOUNT)
 #: every state a line item can be in
 ITEM_STATES = (PENDING, ENROLLED, FAILED, UNENROLL_PENDING, UNENROLLED, UNENROLL_FAILED,
-               NOT_ENROLLED)
+               NOT_ENROLLED, AWAITING_ACCOUNT)
 #: why an order is recorded without its line items (``orders.hold``)
 AWAITING_PAYMENT, NOT_PLACED = "awaiting-payment", "not-placed"
 
@@ -79,10 +84,16 @@ items = sa.Table(
     #: a refund or cancellation asked for this item to be unenrolled: after
     #: its enrollment, if that is still under way
     sa.Column("unenroll_requested_at", sa.DateTime),
-    sa.UniqueConstraint("order_id", "external_id", name="uq_item"),
     sa.insert_sentinel("sentinel"),
     #: when it last became pending or unenroll-pending (the health check's age)
     sa.Column("pending_since", sa.DateTime),
+    #: the course mode sold (None: the LMS's default, through bulk enrollment)
+    sa.Column("mode", sa.String(32)),
+    #: which course of a bundle (0: the first, or the only one)
+    sa.Column("part", sa.Integer, nullable=False, server_default="0"),
+    #: awaiting-account: the learner's account is waited for until then
+    sa.Column("wait_until", sa.DateTime),
+    sa.UniqueConstraint("order_id", "external_id", "part", name="uq_item"),
 )
 
 #: every refund and cancellation received, by the shop's ids: one that comes
@@ -142,8 +153,15 @@ class NewItem:
     sku: str | None
     email: str | None
     course_id: str | None = None
-    #: set when the storefront already knows the item cannot be enrolled
+    #: set when the storefront already knows the item cannot be enrolled:
+    #: its learner (``failure``), its SKU (``sku_problem``, which the catalog
+    #: can make moot)
     failure: str | None = None
+    sku_problem: str | None = None
+    #: the course mode sold (None: the LMS's default)
+    mode: str | None = None
+    #: which course of a bundle
+    part: int = 0
 
 
 @dataclass
@@ -215,7 +233,7 @@ FIND_UNENROLLS = sa.select(unenroll_requests.c.id, unenroll_requests.c.provider,
                      unenroll_requests.c.order_external_id)
            .in_(sa.bindparam("keys", expanding=True)),
            unenroll_requests.c.lifted_at.is_(None))
-KNOWN_ITEMS = sa.select(items.c.order_id, items.c.external_id) \
+KNOWN_ITEMS = sa.select(items.c.order_id, items.c.external_id, items.c.part) \
     .where(items.c.order_id.in_(sa.bindparam("ids", expanding=True)))
 INSERT_DELIVERIES = deliveries.insert().returning(deliveries.c.id,
                                                    sort_by_parameter_order=True)
@@ -242,7 +260,8 @@ ITEMS_FOR_JOB = (
 
 def order_state(counts: dict[str, int]) -> str:
     """An order's state follows from its items': pending while any has work
-    to do, failed if any failed, enrolled if any is, unenrolled if any was,
+    to do, failed if any failed, awaiting-account while a learner's account
+    is waited for, enrolled if any is, unenrolled if any was,
     not-enrolled when all were withdrawn before enrollment. Without items:
     its hold (awaiting-payment, not-placed), or ``empty``."""
     if not counts["items"]:
@@ -251,6 +270,8 @@ def order_state(counts: dict[str, int]) -> str:
         return PENDING
     if counts["failed"]:
         return FAILED
+    if counts.get("awaiting_account"):
+        return AWAITING_ACCOUNT
     if counts["enrolled"]:
         return ENROLLED
     if counts["unenrolled"]:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .schema import (
-    ACTIVE,
+    AWAITING_ACCOUNT,
     ENROLLED,
     FAILED,
     FIND_ORDERS,
@@ -25,6 +25,7 @@ from .schema import (
     NOT_ENROLLED,
     PENDING,
     RELEASE_ORDERS,
+    SCHEDULED,
     TOUCH_ORDERS,
     UNENROLL_FAILED,
     UNENROLL_PENDING,
@@ -92,7 +93,7 @@ def record_many(conn: Connection,
         if released:
             conn.execute(RELEASE_ORDERS, {"ids": list(released)})
 
-    known: set[tuple[int, str]] = set()
+    known: set[tuple[int, str, int]] = set()
     for chunk in chunks([order_ids[k] for k in stored_before]):
         known.update(tuple(r) for r in conn.execute(KNOWN_ITEMS, {"ids": chunk}))
 
@@ -138,19 +139,20 @@ def record_many(conn: Connection,
         if o.hold:
             continue  # its items come with the delivery that releases it
         for item in o.items:
-            if (rec.order_id, item.external_id) in known:
+            if (rec.order_id, item.external_id, item.part) in known:
                 continue
-            known.add((rec.order_id, item.external_id))
+            known.add((rec.order_id, item.external_id, item.part))
             why = withdrawn.get((key(o), item.external_id)) or withdrawn.get((key(o), None))
             if why:
                 state, reason = NOT_ENROLLED, f"{why} before it was enrolled: not enrolled"
-            elif item.failure:
-                state, reason = FAILED, item.failure
+            elif item.failure or item.sku_problem:
+                state, reason = FAILED, item.failure or item.sku_problem
             else:
                 state, reason = PENDING, None
             item_rows.append(dict(
                 order_id=rec.order_id, external_id=item.external_id, sku=item.sku,
-                email=item.email, course_id=item.course_id, state=state, reason=reason,
+                email=item.email, course_id=item.course_id, mode=item.mode, part=item.part,
+                state=state, reason=reason,
                 attempts=0, created_at=d.received_at, updated_at=d.received_at,
                 pending_since=d.received_at,
                 next_attempt_at=d.received_at if state == PENDING else None))
@@ -239,10 +241,12 @@ def request_unenroll(conn: Connection, rec: Recorded, order_id: int,
     for item_id, external, state, requested in conn.execute(query).all():
         if unenroll.line_item_ids is not None and external not in unenroll.line_item_ids:
             continue
-        if state == ENROLLED:
+        if state in (ENROLLED, AWAITING_ACCOUNT):
+            # awaiting-account too: the unenrollment deletes the LMS's
+            # allowance, so the activation enrolls no one
             conn.execute(UPDATE_ITEM, {
-                "item_id": item_id, "expected": ENROLLED, "state": UNENROLL_PENDING,
-                "attempts": 0, "reason": None, "next_attempt_at": now,
+                "item_id": item_id, "expected": state, "state": UNENROLL_PENDING,
+                "attempts": 0, "reason": None, "next_attempt_at": now, "wait_until": None,
                 "unenroll_requested_at": now, "pending_since": now, "updated_at": now})
             rec.unenroll_now.append(item_id)
         elif state == PENDING and requested is None:
@@ -260,18 +264,22 @@ def each(op: Callable[..., Any]) -> Callable[[Connection, list[tuple]], list[Any
 
 
 @each
-def record_enrolled(conn: Connection, item_id: int, attempts: int) -> str | None:
-    """Record a confirmed enrollment: ``enrolled``, or ``unenroll-pending`` at
-    once when a refund asked for it meanwhile. One statement, so that a
-    refund can never be forgotten between the two. Returns the state set
-    (None: the item was no longer pending)."""
+def record_enrolled(conn: Connection, item_id: int, expected: str, state: str, attempts: int,
+                    next_attempt_at: dt.datetime | None = None,
+                    wait_until: dt.datetime | None = None) -> str | None:
+    """Record an enrollment the LMS confirmed: ``state`` (enrolled, or
+    awaiting-account with its next check and deadline), or
+    ``unenroll-pending`` at once when a refund asked for it meanwhile. One
+    statement, so that a refund can never be forgotten between the two.
+    Returns the state set (None: the item was no longer ``expected``)."""
     now = utcnow()
     refunded = items.c.unenroll_requested_at.is_not(None)
     return conn.execute(
-        items.update().where(items.c.id == item_id, items.c.state == PENDING)
-        .values(state=sa.case((refunded, UNENROLL_PENDING), else_=ENROLLED),
+        items.update().where(items.c.id == item_id, items.c.state == expected)
+        .values(state=sa.case((refunded, UNENROLL_PENDING), else_=state),
                 attempts=sa.case((refunded, 0), else_=attempts), reason=None,
-                next_attempt_at=sa.case((refunded, now), else_=None),
+                next_attempt_at=sa.case((refunded, now), else_=next_attempt_at),
+                wait_until=sa.case((refunded, None), else_=wait_until),
                 pending_since=sa.case((refunded, now), else_=items.c.pending_since),
                 updated_at=now)
         .returning(items.c.state)).scalar()
@@ -301,7 +309,7 @@ def retry_failed(conn: Connection, item_ids: list[int] | None,
         if ids:
             conn.execute(items.update().where(items.c.id.in_(ids)).values(
                 state=after, attempts=0, reason="retry requested by an operator",
-                next_attempt_at=now, pending_since=now, updated_at=now))
+                next_attempt_at=now, pending_since=now, wait_until=None, updated_at=now))
     return [i for i, _ in rows]
 
 
@@ -309,7 +317,7 @@ def retry_failed(conn: Connection, item_ids: list[int] | None,
 def prune(conn: Connection, before: dt.datetime) -> int:
     """Drop body and headers of deliveries received before ``before`` whose
     order is finished (no pending item) or that had no order."""
-    unfinished = sa.select(items.c.order_id).where(items.c.state.in_(ACTIVE))
+    unfinished = sa.select(items.c.order_id).where(items.c.state.in_(SCHEDULED))
     stmt = (deliveries.update()
             .where(deliveries.c.received_at < before, deliveries.c.pruned_at.is_(None),
                    sa.or_(deliveries.c.order_id.is_(None),

@@ -135,13 +135,14 @@ def make_item(item_id: str, sku: Any, email: Any, email_hint: str) -> NewItem:
         item.failure = f"no learner email ({email_hint})"
     elif not is_email(email):
         item.failure = "learner email is not one valid address"
-    elif sku is None:
-        item.failure = "no SKU: set the course id, or a SKU the LMS redirects, on the product"
+    if sku is None:
+        item.sku_problem = ("no SKU: set the course id, a SKU of the catalog ([[products]]) "
+                            "or a SKU the LMS redirects, on the product")
     elif sku.startswith("course-v1:"):
         if is_course_id(sku):
             item.course_id = sku
         else:
-            item.failure = "SKU starts with course-v1: but is not a valid course id"
+            item.sku_problem = "SKU starts with course-v1: but is not a valid course id"
     return item
 
 

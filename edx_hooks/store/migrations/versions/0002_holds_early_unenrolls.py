@@ -1,4 +1,5 @@
-"""Held orders, refunds that come before their order, pending-since.
+"""Held orders, refunds that come before their order, course modes and
+bundles, pending-since.
 
 - ``orders.hold`` replaces ``orders.awaiting_payment``: why an order was
   recorded without its line items, ``awaiting-payment`` (as before) or
@@ -8,6 +9,10 @@
   order does (a WooCommerce one until a later status places the order again).
 - ``items.pending_since``: when the item last became pending (arrival, an
   unenroll request, an operator's retry), for the health check's age.
+- ``items.mode``: the course mode sold (None: the LMS's default);
+  ``items.part``: which course of a bundle (0 for a single course), part of
+  the item's identity with its order and line item; ``items.wait_until``: how
+  long a learner without an account is waited for.
 
 Revision ID: 0002
 Revises: 0001
@@ -34,6 +39,11 @@ def upgrade() -> None:
 
     with op.batch_alter_table("items") as batch:
         batch.add_column(sa.Column("pending_since", sa.DateTime))
+        batch.add_column(sa.Column("mode", sa.String(32)))
+        batch.add_column(sa.Column("part", sa.Integer, nullable=False, server_default="0"))
+        batch.add_column(sa.Column("wait_until", sa.DateTime))
+        batch.drop_constraint("uq_item", type_="unique")
+        batch.create_unique_constraint("uq_item", ["order_id", "external_id", "part"])
     op.execute("UPDATE items SET pending_since = coalesce(unenroll_requested_at, created_at)")
 
     op.create_table(
@@ -57,7 +67,10 @@ def downgrade() -> None:
     op.drop_index("ix_unenroll_requests_order", "unenroll_requests")
     op.drop_table("unenroll_requests")
     with op.batch_alter_table("items") as batch:
-        batch.drop_column("pending_since")
+        batch.drop_constraint("uq_item", type_="unique")
+        batch.create_unique_constraint("uq_item", ["order_id", "external_id"])
+        for column in ("pending_since", "mode", "part", "wait_until"):
+            batch.drop_column(column)
     with op.batch_alter_table("orders") as batch:
         batch.add_column(sa.Column("awaiting_payment", sa.Boolean, nullable=False,
                                    server_default=sa.false()))

@@ -1,0 +1,31 @@
+"""The catalog: what a SKU sells. A SKU of ``[[products]]`` is its courses
+(several for a bundle: one enrollment each) in its mode; any other SKU is a
+course id or a SKU the LMS redirects, in ``lms.default_mode``. The
+storefronts read line items; this turns them into enrollments to make."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from .config import Product
+from .store import NewItem, NewOrder
+
+
+class Catalog:
+    def __init__(self, products: Sequence[Product] = (), default_mode: str = ""):
+        self.products = {p.sku: p for p in products}
+        self.default_mode = default_mode or None
+
+    def expand(self, order: NewOrder | None) -> None:
+        """Replace the order's line items by the enrollments they sell."""
+        if order is not None and order.items:
+            order.items = [part for item in order.items for part in self.parts(item)]
+
+    def parts(self, item: NewItem) -> list[NewItem]:
+        product = self.products.get(item.sku) if item.sku else None
+        if product is None:
+            return [dataclasses.replace(item, mode=self.default_mode)]
+        mode = product.mode or self.default_mode
+        return [dataclasses.replace(item, course_id=course, mode=mode, part=n, sku_problem=None)
+                for n, course in enumerate(product.courses)]
