@@ -49,6 +49,9 @@ RECORD_TRIES = (0.0, 0.5)
 #: when an item is due in a job while another job holds it, it is looked at
 #: again this much later
 BUSY_RECHECK_SECONDS = 1.0
+#: the modes a learner may have for free: selling one never downgrades an
+#: enrollment in a paid mode
+FREE_MODES = ("audit", "honor")
 
 
 @dataclass
@@ -136,6 +139,17 @@ async def enroll_items(item_ids: list[int]) -> None:
     schedule the next attempt where one is needed. A failure around one item
     (say, the database refusing to record its outcome) stays with that item:
     the others go on."""
+    await _run(item_ids, _attempt)
+
+
+async def check_accounts(item_ids: list[int]) -> None:
+    """Look for the accounts of these items' learners (awaiting-account), and
+    set the paid mode of those who have an active one now. A turn at the LMS
+    is taken only for that call: a check that finds no account costs none."""
+    await _run(item_ids, _check)
+
+
+async def _run(item_ids: list[int], step: Callable[[Runtime, int], Awaitable[None]]) -> None:
     rt = _runtime
     if rt is None:
         raise RuntimeError("edx_hooks.jobs.bind() was not called")
@@ -157,7 +171,7 @@ async def enroll_items(item_ids: list[int]) -> None:
         while left and not rt.stopping:
             item_id = left[0]
             try:
-                await _attempt(rt, item_id)
+                await step(rt, item_id)
             except (asyncio.CancelledError, StoreClosed):
                 raise
             except Exception:
@@ -172,6 +186,21 @@ async def enroll_items(item_ids: list[int]) -> None:
         rt.running.difference_update(left)
         if task is not None:
             rt.tasks.discard(task)
+
+
+async def _turn(rt: Runtime) -> bool:
+    """Wait for this call's turn at the LMS (the pacer); False if stopping
+    came first. Stopping cuts the wait short: nothing has reached the LMS."""
+    task = asyncio.current_task()
+    item_id = rt.calling.pop(task, None)
+    rt.waiting.add(task)
+    try:
+        await rt.lms.pacer.wait()
+    finally:
+        rt.waiting.discard(task)
+    if item_id is not None:
+        rt.calling[task] = item_id
+    return not rt.stopping
 
 
 def _again(rt: Runtime, item_id: int, seconds: float) -> None:
@@ -191,13 +220,7 @@ async def _attempt(rt: Runtime, item_id: int) -> None:
     refund or cancellation has come is not enrolled."""
     # Wait for this attempt's turn at the LMS first: during a burst most
     # items wait here, and they need not hold a row read from the database.
-    task = asyncio.current_task()
-    rt.waiting.add(task)
-    try:
-        await rt.lms.pacer.wait()
-    finally:
-        rt.waiting.discard(task)
-    if rt.stopping:
+    if not await _turn(rt):
         return
     item = await rt.store.item_for_job(item_id)
     if item is None or item["state"] not in SCHEDULED:
@@ -208,23 +231,47 @@ async def _attempt(rt: Runtime, item_id: int) -> None:
     ids = {"provider": item["provider"], "order": item["order_external_id"], "item": item_id}
     if item_id in rt.unrecorded:
         state = await _record_again(rt, item, ids)
-    elif item["state"] in (PENDING, AWAITING_ACCOUNT) and item["withdrawn"]:
+    elif item["state"] == AWAITING_ACCOUNT:  # its account check's (check_accounts)
+        sched.schedule_check(rt.scheduler, item_id, item["next_attempt_at"] or utcnow())
+        return
+    elif item["state"] == PENDING and item["withdrawn"]:
         state = await _withdraw(rt, item, ids)
     else:
         action = "unenroll" if item["state"] == UNENROLL_PENDING else "enroll"
         attempt = item["attempts"] + (item["state"] != AWAITING_ACCOUNT)
         logs.event(log, logs.DEBUG, "item.attempt", **ids, action=action, attempt=attempt,
                    email=item["email"], sku=item["sku"], mode=item["mode"])
-        rt.calling[task] = item_id
-        try:
-            state = await _call(rt, item, ids, action, attempt)
-        except asyncio.CancelledError:  # cut off mid-call, past the stop's bound
-            logs.event(log, logs.WARNING, "items.interrupted", items=item_id)
-            raise
-        finally:
-            rt.calling.pop(task, None)
+        state = await _calling(rt, item, ids, action, attempt)
     if state == UNENROLL_PENDING and not rt.stopping:
         await _attempt(rt, item_id)  # refunded meanwhile: unenroll now, in this job
+
+
+async def _check(rt: Runtime, item_id: int) -> None:
+    """An account check: see :func:`check_accounts`."""
+    item = await rt.store.item_for_job(item_id)
+    if item is None or item["state"] != AWAITING_ACCOUNT or rt.stopping:
+        return  # its other states have jobs of their own
+    ids = {"provider": item["provider"], "order": item["order_external_id"], "item": item_id}
+    if item["withdrawn"]:
+        await _withdraw(rt, item, ids)
+        return
+    if await _calling(rt, item, ids, "enroll", item["attempts"]) == UNENROLL_PENDING \
+            and not rt.stopping:
+        await _attempt(rt, item_id)  # refunded meanwhile: unenroll now, in this job
+
+
+async def _calling(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -> str | None:
+    """:func:`_call`, counted as a call under way (stopping lets it finish)."""
+    task = asyncio.current_task()
+    rt.calling[task] = item["id"]
+    try:
+        return await _call(rt, item, ids, action, attempt)
+    except asyncio.CancelledError:
+        if task in rt.calling:  # cut off mid-call, past the stop's bound
+            logs.event(log, logs.WARNING, "items.interrupted", items=item["id"])
+        raise
+    finally:
+        rt.calling.pop(task, None)
 
 
 async def _withdraw(rt: Runtime, item: dict, ids: dict) -> str | None:
@@ -280,18 +327,23 @@ async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -
         else:
             account = await rt.lms.account(item["email"])
             if account is not None and account.get("is_active") is True:
-                await rt.lms.enroll_in_mode(str(account["username"]), course, mode,
-                                            slot_taken=True)
+                # a pending item's attempt has its turn; a check takes one now
+                if following and not await _turn(rt):
+                    return None
+                mode = await _mode(rt, str(account["username"]), course, mode)
                 done = Done(ENROLLED, attempt, {"course": course, "mode": mode},
                             expected=item["state"],
                             event="item.mode_set" if following else "item.enrolled")
             elif following:
                 return await _wait_more(rt, item, ids)
             else:
-                result = await rt.lms.bulk("enroll", course, item["email"],
-                                           reason=_reason(item), slot_taken=True,
-                                           auto_enroll=True)
                 now = utcnow()
+                if item["wait_until"] is None:
+                    result = await rt.lms.bulk("enroll", course, item["email"],
+                                               reason=_reason(item), slot_taken=True,
+                                               auto_enroll=True)
+                else:  # retried after a wait: the LMS's allowance is there already
+                    result = "allowed before"
                 done = Done(AWAITING_ACCOUNT, attempt,
                             {"course": course, "mode": mode, "result": result},
                             next_attempt_at=now + rt.account_check,
@@ -301,8 +353,8 @@ async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -
     except Throttled as e:
         # Throttling is the LMS pacing us, not a failed attempt.
         when = utcnow() + dt.timedelta(seconds=e.retry_after)
-        await rt.store.update(item_id, item["state"], reason=str(e), next_attempt_at=when)
-        sched.schedule_retry(rt.scheduler, item_id, when)
+        if await rt.store.update(item_id, item["state"], reason=str(e), next_attempt_at=when):
+            _next(rt, item, when)
         logs.event(log, logs.WARNING, "item.throttled", **ids, retry_after=round(e.retry_after))
         return None
     except PermanentError as e:
@@ -330,12 +382,37 @@ async def _wait_more(rt: Runtime, item: dict, ids: dict, error: str | None = Non
         await _fail(rt, item, ids, item["attempts"],
                     "no active LMS account for the learner within lms.account_wait_days: the "
                     "paid mode is not set (the LMS still enrolls them in its default mode at "
-                    "activation); `edx-hooks retry` waits again")
+                    "activation); `edx-hooks retry` waits again"
+                    + (f" (the last check: {error})" if error else ""))
         return None
     when = now + rt.account_check
-    await rt.store.update(item["id"], AWAITING_ACCOUNT, next_attempt_at=when, reason=error)
-    sched.schedule_retry(rt.scheduler, item["id"], when)
+    # Only if it still awaits: a refund may have made it unenroll-pending
+    # meanwhile, and its unenrollment's job must not be pushed back.
+    if await rt.store.update(item["id"], AWAITING_ACCOUNT, next_attempt_at=when, reason=error):
+        sched.schedule_check(rt.scheduler, item["id"], when)
     return None
+
+
+async def _mode(rt: Runtime, username: str, course: str, mode: str) -> str:
+    """Enroll an account in ``mode`` (the enrollment API), unless the mode is
+    a free one (audit, honor) and the learner is enrolled in a paid mode
+    already: never a downgrade. Returns the mode they are in."""
+    if mode in FREE_MODES:
+        current = await rt.lms.enrollment_of(username, course, slot_taken=True)
+        if current and current.get("is_active") and current.get("mode") not in FREE_MODES:
+            return str(current["mode"])
+        if not await _turn(rt):  # the lookup used the turn: another for the enrollment
+            raise Halted("stopping: the call was not made")
+    await rt.lms.enroll_in_mode(username, course, mode, slot_taken=True)
+    return mode
+
+
+def _next(rt: Runtime, item: dict, when: dt.datetime) -> None:
+    """The item's next step at ``when``: an account check, or an attempt."""
+    if item["state"] == AWAITING_ACCOUNT:
+        sched.schedule_check(rt.scheduler, item["id"], when)
+    else:
+        sched.schedule_retry(rt.scheduler, item["id"], when)
 
 
 @dataclass
@@ -386,7 +463,7 @@ async def _record(rt: Runtime, item_id: int, ids: dict, done: Done) -> str | Non
             continue
         rt.unrecorded.pop(item_id, None)
         if state == AWAITING_ACCOUNT:
-            sched.schedule_retry(rt.scheduler, item_id, done.next_attempt_at)
+            sched.schedule_check(rt.scheduler, item_id, done.next_attempt_at)
             logs.event(log, logs.INFO, done.event, **ids, **done.fields,
                        check_in_minutes=round(rt.account_check.total_seconds() / 60, 3),
                        until=f"{done.wait_until:%Y-%m-%dT%H:%M:%S}Z")
@@ -431,9 +508,9 @@ async def _transient(rt: Runtime, item: dict, ids: dict, attempt: int, reason: s
         await _fail(rt, item, ids, attempt, f"{reason} (after {attempt} attempts)")
         return
     when = utcnow() + dt.timedelta(seconds=rt.delay_seconds)
-    await rt.store.update(item["id"], item["state"], attempts=attempt, reason=reason,
-                          next_attempt_at=when)
-    sched.schedule_retry(rt.scheduler, item["id"], when)
+    if await rt.store.update(item["id"], item["state"], attempts=attempt, reason=reason,
+                             next_attempt_at=when):
+        sched.schedule_retry(rt.scheduler, item["id"], when)
     logs.event(log, logs.WARNING, "item.retry", **ids, attempt=attempt,
                next_in=round(rt.delay_seconds), reason=reason)
 

@@ -447,6 +447,23 @@ class LMSClient:
                                  f"{mode} enrollment", 200)
         return "enrolled"
 
+    async def enrollment_of(self, username: str, course_id: str,
+                            slot_taken: bool = False) -> dict[str, Any] | None:
+        """The account's enrollment in the course (``mode``, ``is_active``),
+        or None: the enrollment API, which the throttle counts."""
+        response = await self._call(
+            "GET", f"{ENROLLMENT_PATH}/{urllib.parse.quote(username, safe='')},"
+                   f"{urllib.parse.quote(course_id, safe='')}", slot_taken=slot_taken)
+        if response.code == 404:
+            return None
+        if response.code != 200:
+            raise error_for(response, "the enrollment API", redact={username: "<learner>"})
+        try:
+            answer = json.loads(response.body or b"null")
+        except ValueError:
+            answer = None
+        return answer if isinstance(answer, dict) and answer.get("mode") else None
+
     async def course_modes(self, course_id: str) -> list[str] | None:
         """The modes a course offers, expired ones included; None for a
         course the LMS does not know. No token needed."""

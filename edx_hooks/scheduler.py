@@ -27,12 +27,14 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import logs
-from .store import Store, utcnow
+from .store import AWAITING_ACCOUNT, Store, utcnow
 from .store.sqlite import create_private, sqlite_pragmas
 
 log = logging.getLogger("edx_hooks.scheduler")
 
 JOB_FUNC = "edx_hooks.jobs:enroll_items"
+#: the account checks of items awaiting their learner's account
+CHECK_FUNC = "edx_hooks.jobs:check_accounts"
 #: most line items in one job when resuming
 RESUME_CHUNK = 500
 
@@ -130,6 +132,12 @@ def schedule_retry(scheduler: AsyncIOScheduler, item_id: int, when: dt.datetime)
                       args=[[item_id]], id=f"retry-{item_id}", replace_existing=True)
 
 
+def schedule_check(scheduler: AsyncIOScheduler, item_id: int, when: dt.datetime) -> None:
+    """Look for the account of an item's learner at ``when`` (naive UTC)."""
+    scheduler.add_job(CHECK_FUNC, "date", run_date=when.replace(tzinfo=dt.UTC),
+                      args=[[item_id]], id=f"account-{item_id}", replace_existing=True)
+
+
 def covered(scheduler: AsyncIOScheduler) -> set[int]:
     """The line items that some job, stored or in memory, will enroll."""
     items: set[int] = set()
@@ -150,10 +158,13 @@ async def resume(store: Store, scheduler: AsyncIOScheduler,
     now = utcnow()
     due_now: list[int] = []
     later = 0
-    for item_id, due in await store.pending_items():
+    for item_id, due, state in await store.pending_items():
         if item_id in have or item_id in busy:
             continue
-        if due is None or due <= now:
+        if state == AWAITING_ACCOUNT:
+            schedule_check(scheduler, item_id, due or now)
+            later += 1
+        elif due is None or due <= now:
             due_now.append(item_id)
         else:
             schedule_retry(scheduler, item_id, due)

@@ -23,7 +23,7 @@ from tornado.testing import bind_unused_port
 
 from edx_hooks import config
 from edx_hooks.app import Service
-from edx_hooks.store import ACTIVE
+from edx_hooks.store import SCHEDULED
 
 from .standin_lms import StandinLMS
 
@@ -189,13 +189,14 @@ WOO_AGENT = "WooCommerce/9.4.2 Hookshot (WordPress/6.7.1)"
 
 
 def active_items(db_path: Path) -> int:
-    """Line items with LMS work left, now or at a later attempt."""
+    """Line items with LMS work left, now or at a later attempt (an account
+    check included)."""
     if not db_path.exists():
         return 0
     with sqlite3.connect(db_path) as conn:
         return conn.execute(
-            f"SELECT count(*) FROM items WHERE state IN ({','.join('?' * len(ACTIVE))})",
-            ACTIVE).fetchone()[0]
+            f"SELECT count(*) FROM items WHERE state IN ({','.join('?' * len(SCHEDULED))})",
+            SCHEDULED).fetchone()[0]
 
 
 class ServeProcess:

@@ -100,6 +100,8 @@ class StandinLMS:
         #: enrollment API requests (JSON bodies) and account lookups, as received
         self.mode_calls: list[Call] = []
         self.account_lookups: list[str] = []
+        #: seconds every account lookup takes to answer
+        self.account_latency = 0.0
         #: answers to give to the next enrollment API requests, in order
         self.forced_mode: list[Forced] = []
         #: if set, only these course ids exist (others: 404 as up to Teak)
@@ -124,6 +126,7 @@ class StandinLMS:
             (r"/api/bulk_enroll/v1/bulk_enroll", _BulkEnroll, {"lms": self}),
             (r"/api/user/v1/accounts", _Accounts, {"lms": self}),
             (r"/api/enrollment/v1/enrollment", _EnrollmentAPI, {"lms": self}),
+            (r"/api/enrollment/v1/enrollment/([^,/]+),(.+)", _EnrollmentOf, {"lms": self}),
             (r"/api/enrollment/v1/course/(.+)", _CourseModes, {"lms": self}),
             (r"/_stats", _Stats, {"lms": self}),
             (r"/(.*)", _Redirects, {"lms": self}),
@@ -179,10 +182,10 @@ class StandinLMS:
         account = self.account(email) or self.register(email)
         account.is_active = True
         for (allowed, course), auto in list(self.allowances.items()):
-            if allowed == account.email and auto and course not in self.closed:
-                self.enrollments.setdefault((account.username, course),
-                                            Enrollment(self.default_mode))
-                self.enrollments[(account.username, course)].is_active = True
+            enrollment = self.enrollments.get((account.username, course))
+            if allowed == account.email and auto and course not in self.closed \
+                    and not (enrollment and enrollment.is_active):
+                self.enrollments[(account.username, course)] = Enrollment(self.default_mode)
         return account
 
     def enrollment(self, email: str, course: str) -> Enrollment | None:
@@ -344,18 +347,21 @@ class _BulkEnroll(_Base):
                 "auto_enroll": self.lms.allowances.get((email.lower(), course), False)}
 
     def apply(self, email: str, course: str, enroll: bool, auto: bool) -> None:
-        """The view's effect: an account is enrolled (in the default mode; an
-        existing enrollment keeps its mode) or deactivated (the mode kept);
-        an email without one gets an allowance, or loses it."""
+        """The view's effect (``enroll_email``, ``unenroll_email``): an active
+        account is enrolled (an active enrollment keeps its mode; another is
+        made or reactivated in the default mode) or deactivated (the mode
+        kept); an email without an active account gets an allowance, or
+        loses it."""
         account = self.lms.account(email)
         key = (email.lower(), course)
         if enroll:
-            if account is None:
+            if account is None or not account.is_active:
                 self.lms.allowances[key] = auto
                 return
-            enrollment = self.lms.enrollments.setdefault((account.username, course),
-                                                         Enrollment(self.lms.default_mode))
-            enrollment.is_active = True
+            enrollment = self.lms.enrollments.get((account.username, course))
+            if enrollment is None or not enrollment.is_active:
+                self.lms.enrollments[(account.username, course)] = Enrollment(
+                    self.lms.default_mode)
         else:
             self.lms.allowances.pop(key, None)
             if account is not None and (account.username, course) in self.lms.enrollments:
@@ -370,6 +376,8 @@ class _Accounts(_Base):
             return
         email = self.get_query_argument("email", "")
         self.lms.account_lookups.append(email)
+        if self.lms.account_latency:
+            await asyncio.sleep(self.lms.account_latency)
         account = self.lms.account(email)
         if account is None:
             self.set_status(404)
@@ -425,8 +433,8 @@ class _EnrollmentAPI(_Base):
         if course in self.lms.closed and active and not body.get("force_enrollment"):
             self.refuse(400, f"Enrollment is closed for {course}")
             return
-        if (existing is not None and existing.mode != mode and mode == "verified"
-                and course in self.lms.past_upgrade_deadline and not self.lms.unthrottled(self)):
+        if mode == "verified" and course in self.lms.past_upgrade_deadline \
+                and not self.lms.unthrottled(self):  # expired: only the API key includes it
             self.refuse(400, f"The [{mode}] course mode is expired or otherwise unavailable "
                              f"for course run [{course}].")
             return
@@ -436,6 +444,26 @@ class _EnrollmentAPI(_Base):
                      "user": username,
                      "course_details": {"course_id": course,
                                         "course_modes": [{"slug": m} for m in modes]}})
+
+
+class _EnrollmentOf(_Base):
+    """``GET /api/enrollment/v1/enrollment/{username},{course_id}``: one
+    enrollment (staff: anyone's); counted by the same throttle."""
+
+    async def get(self, username: str, course: str) -> None:
+        self.lms.mode_calls.append(Call(form={"get": [username, course]}, at=time.monotonic(),
+                                        authorization=self.request.headers.get(
+                                            "Authorization", "")))
+        if not self.authorized() or self.throttled():
+            return
+        enrollment = self.lms.enrollments.get((username, course))
+        if enrollment is None:
+            self.set_status(404)
+            self.finish({"message": f"An error occurred while retrieving enrollments for user "
+                                    f"{username} in course {course}"})
+            return
+        self.finish({"mode": enrollment.mode, "is_active": enrollment.is_active,
+                     "user": username, "course_details": {"course_id": course}})
 
 
 class _CourseModes(_Base):

@@ -10,6 +10,9 @@ import signal
 
 import pytest
 
+from edx_hooks import scheduler
+from edx_hooks.store import utcnow
+
 from .conftest import COURSE, line_item, shopify_order, until
 from .standin_lms import Enrollment
 
@@ -109,6 +112,7 @@ async def test_past_the_wait_it_fails_and_retry_waits_again(harness, lms):
     code, out, _ = await harness.cli("retry", "--item", "1", "--wait", "20")
     assert code == 0 and "item 1 (shopify order" in out and "enrolled" in out
     assert lms.enrollment("late@example.org", COURSE).mode == "verified"
+    assert len(lms.calls) == 1  # the allowance was there: no second invitation email
 
 
 @pytest.mark.gen_test
@@ -187,11 +191,14 @@ async def test_a_closed_course_takes_a_paid_learner(harness, lms):
 
 
 @pytest.mark.gen_test
+@pytest.mark.parametrize("enrolled", [True, False], ids=["a change", "a new enrollment"])
 @pytest.mark.parametrize("api_key", [None, "the-edx-api-key"])
-async def test_past_the_upgrade_deadline_the_mode_needs_the_api_key(harness, lms, api_key):
+async def test_past_the_upgrade_deadline_the_mode_needs_the_api_key(harness, lms, api_key,
+                                                                    enrolled):
     lms.api_key = "the-edx-api-key"
     lms.register("audit@example.org", active=True)
-    lms.enrollments[("audit", COURSE)] = Enrollment("audit")
+    if enrolled:
+        lms.enrollments[("audit", COURSE)] = Enrollment("audit")
     lms.past_upgrade_deadline.add(COURSE)
     await harness.start(products=CATALOG, lms={"api_key": api_key or ""})
     await harness.shopify(shopify_order(line_item(sku="PY-CERT", email="audit@example.org")))
@@ -202,6 +209,59 @@ async def test_past_the_upgrade_deadline_the_mode_needs_the_api_key(harness, lms
         assert lms.enrollment("audit@example.org", COURSE).mode == "verified"
     else:
         assert item["state"] == "failed" and "course mode is expired" in item["reason"]
+
+
+@pytest.mark.gen_test
+async def test_selling_a_free_mode_never_downgrades_a_paid_one(harness, lms):
+    lms.register("paid@example.org", active=True)
+    lms.enrollments[("paid", COURSE)] = Enrollment("verified")
+    lms.register("fresh@example.org", active=True)
+    await harness.start(products=[{"sku": "FREE", "courses": [COURSE], "mode": "audit"}])
+    await harness.shopify(shopify_order(line_item(sku="FREE", email="paid@example.org"),
+                                        line_item(sku="FREE", email="fresh@example.org")))
+    await harness.quiet()
+    assert {i["state"] for i in harness.items()} == {"enrolled"}
+    assert lms.enrollment("paid@example.org", COURSE).mode == "verified"  # kept
+    assert lms.enrollment("fresh@example.org", COURSE).mode == "audit"
+
+
+@pytest.mark.gen_test
+async def test_a_refund_without_unenrolling_stops_the_wait_for_the_account(harness, lms):
+    await harness.start(products=CATALOG, lms=FAST | {"account_wait_days": 1})
+    line = line_item(sku="PY-CERT", email="quit@example.org")
+    order = shopify_order(line)
+    await harness.shopify(order)
+    await until(lambda: harness.items()[0]["state"] == "awaiting-account")
+    await harness.shopify(
+        {"id": 3, "order_id": order["id"], "refund_line_items": [
+            {"id": 1, "line_item_id": line["id"], "quantity": 1}]},
+        path="/webhooks/shopify/refund/create", headers={"X-Shopify-Topic": "refunds/create"})
+    await until(lambda: harness.items()[0]["state"] == "not-enrolled")
+    assert "the paid mode is not set" in harness.items()[0]["reason"]
+    lms.activate("quit@example.org")
+    await harness.quiet()
+    assert lms.mode_calls == []  # the mode is never set for a refunded item
+
+
+@pytest.mark.gen_test
+async def test_a_refund_during_an_account_check_is_not_pushed_back(harness, lms):
+    # the checks are ten minutes apart: a refund pushed back behind one would wait
+    await harness.start(products=CATALOG, shopify={"unenroll_on_refund": True},
+                        lms={"account_check_minutes": 10})
+    line = line_item(sku="PY-CERT", email="race@example.org")
+    order = shopify_order(line)
+    await harness.shopify(order)
+    await until(lambda: harness.items()[0]["state"] == "awaiting-account")
+    lms.account_latency = 1.0
+    # its check comes now, and its lookup is slow
+    scheduler.schedule_check(harness.service.scheduler, 1, utcnow())
+    await until(lambda: len(lms.account_lookups) == 2)
+    await harness.shopify(
+        {"id": 4, "order_id": order["id"], "refund_line_items": [
+            {"id": 1, "line_item_id": line["id"], "quantity": 1}]},
+        path="/webhooks/shopify/refund/create", headers={"X-Shopify-Topic": "refunds/create"})
+    await until(lambda: harness.items()[0]["state"] == "unenrolled", timeout=10)
+    assert lms.allowances == {}
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -251,7 +311,7 @@ async def test_a_restart_while_awaiting_the_account_loses_nothing(harness, lms, 
     await until(lambda: [i["state"] for i in harness.items()] == ["awaiting-account"] * 2)
     assert await service.stop(signal.SIGTERM) == 0
     # the account checks wait in the job store while the service is down
-    assert sorted(harness.jobs()) == ["retry-1", "retry-2"]
+    assert sorted(harness.jobs()) == ["account-1", "account-2"]
     lms.activate("later@example.org")
     await service.start()
     await until(lambda: [i["state"] for i in harness.items()] == ["enrolled"] * 2)

@@ -233,10 +233,10 @@ class Store:
             .join(orders, items.c.order_id == orders.c.id)
             .where(items.c.id.in_(item_ids)).order_by(items.c.id))
 
-    async def pending_items(self) -> list[tuple[int, dt.datetime | None]]:
+    async def pending_items(self) -> list[tuple[int, dt.datetime | None, str]]:
         """Every line item with a job to come (work to do, an account to look
-        for), with when it is due."""
-        query = (sa.select(items.c.id, items.c.next_attempt_at)
+        for), with when it is due and its state."""
+        query = (sa.select(items.c.id, items.c.next_attempt_at, items.c.state)
                  .where(items.c.state.in_(SCHEDULED)).order_by(items.c.id))
         async with self.engine.connect() as conn:
             return [tuple(r) for r in (await conn.execute(query)).all()]

@@ -309,7 +309,7 @@ def retry_failed(conn: Connection, item_ids: list[int] | None,
         if ids:
             conn.execute(items.update().where(items.c.id.in_(ids)).values(
                 state=after, attempts=0, reason="retry requested by an operator",
-                next_attempt_at=now, pending_since=now, wait_until=None, updated_at=now))
+                next_attempt_at=now, pending_since=now, updated_at=now))
     return [i for i, _ in rows]
 
 
