@@ -19,6 +19,7 @@ from tornado.httpserver import HTTPServer
 
 from . import jobs, logs
 from . import scheduler as sched
+from .batches import Batcher
 from .catalog import Catalog
 from .config import Config
 from .handlers import DeliveryHandler, HealthHandler, Inflight
@@ -91,6 +92,9 @@ class Service:
             attempts=self.cfg.retry.attempts, delay_seconds=self.cfg.retry.delay_seconds,
             account_check=dt.timedelta(minutes=self.cfg.lms.account_check_minutes),
             account_wait=dt.timedelta(days=self.cfg.lms.account_wait_days))
+        runtime.batcher = Batcher(self.lms, self.cfg.lms.batch_size,
+                                  withdrawn=self.store.withdrawn_among, picked=jobs.picked)
+        runtime.batcher.start()
         jobs.bind(runtime)
         resumed = await sched.resume(self.store, self.scheduler)
         sched.start_sweep(self.store, self.scheduler, self.cfg.retry.sweep_seconds,

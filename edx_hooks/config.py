@@ -307,6 +307,9 @@ class LMS:
     max_calls_per_minute: int = setting(100, integer(0, 100000),
                                         "pace of enrollment calls (the LMS throttles at about "
                                         "120 a minute); 0 = unpaced")
+    batch_size: int = setting(20, integer(1, 1000),
+                              "learners in one bulk enrollment call at most (same course and "
+                              "action); the LMS emails each in the call")
     default_mode: str = setting("", mode, "course mode for SKUs not in [[products]] (a course "
                                           "id, or a redirect); empty = the LMS's default")
     api_key: str = setting("", text, "the LMS's EDX_API_KEY, sent as X-Edx-Api-Key: no "

@@ -14,6 +14,7 @@ its outcome be recorded, and leaves the rest pending for the next start.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import functools
 import logging
@@ -25,6 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import logs
 from . import scheduler as sched
+from .batches import Batcher, Entry, Withdrawn
 from .lms import Halted, LMSClient, PermanentError, Throttled, TransientError
 from .store import (
     AWAITING_ACCOUNT,
@@ -54,6 +56,45 @@ BUSY_RECHECK_SECONDS = 1.0
 FREE_MODES = ("audit", "honor")
 
 
+#: items in progress at once at most (see Runtime.admission)
+ITEMS_AT_ONCE = 200
+
+
+class Admission:
+    """A cap on items in progress, taken a job's block at once, first come
+    first served: a job never holds part of its block while waiting for the
+    rest (which would let jobs deadlock, each holding a part)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.free = capacity
+        self._waiting: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
+
+    async def take(self, n: int) -> None:
+        n = min(n, self.capacity)
+        if not self._waiting and self.free >= n:
+            self.free -= n
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((n, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.cancelled():
+                self._waiting.remove((n, future))
+            else:
+                self.give(n)  # granted as it was cancelled
+            raise
+
+    def give(self, n: int) -> None:
+        self.free += n
+        while self._waiting and self._waiting[0][0] <= self.free:
+            k, future = self._waiting.popleft()
+            if not future.done():
+                self.free -= k
+                future.set_result(None)
+
+
 @dataclass
 class Runtime:
     store: Store
@@ -64,12 +105,19 @@ class Runtime:
     #: how often a learner without an account is looked for, and how long
     account_check: dt.timedelta = dt.timedelta(minutes=60)
     account_wait: dt.timedelta = dt.timedelta(days=60)
+    #: bulk enrollment calls, many learners each (see batches)
+    batcher: Batcher | None = None
+    #: items in progress at once at most (read, waiting for a call or in one):
+    #: enough to fill batches for several courses, while a backlog of
+    #: thousands waits here without a row read or a call queued
+    admission: Admission = field(default_factory=lambda: Admission(ITEMS_AT_ONCE))
     #: items a job holds (waiting its turn, or at the LMS)
     running: set[int] = field(default_factory=set)
     tasks: set[asyncio.Task] = field(default_factory=set)
-    #: the jobs waiting for their turn at the LMS (the pacer)
+    #: the items' tasks waiting for their turn at the LMS (the pacer, a batch)
     waiting: set[asyncio.Task] = field(default_factory=set)
-    #: the jobs whose LMS call is under way, or whose outcome is being recorded
+    #: the items' tasks whose LMS call is under way, or whose outcome is being
+    #: recorded (by task: the item)
     calling: dict[asyncio.Task, int] = field(default_factory=dict)
     #: set by drain(): no new LMS call starts
     stopping: bool = False
@@ -96,6 +144,8 @@ def halt() -> None:
         return
     rt.stopping = True
     rt.lms.halt()
+    if rt.batcher is not None:
+        rt.batcher.halt()
     for task in list(rt.waiting):
         task.cancel()
 
@@ -126,7 +176,7 @@ async def drain(timeout: float) -> list[int]:
     if rt is None or not rt.tasks:
         return []
     _, late = await asyncio.wait(set(rt.tasks), timeout=timeout)
-    interrupted = [rt.calling[t] for t in late if t in rt.calling]
+    interrupted = sorted(rt.calling.values()) if late else []
     for task in late:
         task.cancel()
     if late:
@@ -149,7 +199,12 @@ async def check_accounts(item_ids: list[int]) -> None:
     await _run(item_ids, _check)
 
 
-async def _run(item_ids: list[int], step: Callable[[Runtime, int], Awaitable[None]]) -> None:
+async def _run(item_ids: list[int],
+               step: Callable[[Runtime, int, dict | None], Awaitable[None]]) -> None:
+    """A job: its items admitted (the runtime's cap on items in progress),
+    read in one query, then each worked on in a task of its own, all at once
+    (the LMS sees them one turn, or one batch, at a time: read together, they
+    are queued together). A failure around one item stays with that item."""
     rt = _runtime
     if rt is None:
         raise RuntimeError("edx_hooks.jobs.bind() was not called")
@@ -158,7 +213,7 @@ async def _run(item_ids: list[int], step: Callable[[Runtime, int], Awaitable[Non
     # An item in flight in another job is left to it; should this job have
     # been made for a change that came meanwhile (a refund after its
     # enrollment), it looks again once that job is done.
-    mine = [i for i in item_ids if i not in rt.running]
+    mine = [i for i in dict.fromkeys(item_ids) if i not in rt.running]
     for item_id in item_ids:
         if item_id in rt.running:
             _again(rt, item_id, BUSY_RECHECK_SECONDS)
@@ -166,26 +221,52 @@ async def _run(item_ids: list[int], step: Callable[[Runtime, int], Awaitable[Non
     task = asyncio.current_task()
     if task is not None:
         rt.tasks.add(task)
-    left = list(mine)
+    admitted = 0
     try:
-        while left and not rt.stopping:
-            item_id = left[0]
-            try:
-                await step(rt, item_id)
-            except (asyncio.CancelledError, StoreClosed):
-                raise
-            except Exception:
-                logs.event(log, logs.ERROR, "item.error", item=item_id, exc_info=True)
-                _again(rt, item_id, rt.delay_seconds)
-            finally:
-                rt.running.discard(item_id)
-                left.pop(0)
+        for start in range(0, len(mine), rt.admission.capacity):
+            chunk = mine[start:start + rt.admission.capacity]
+            await rt.admission.take(len(chunk))  # given back item by item
+            admitted = len(chunk)
+            rows = {row["id"]: row for row in await rt.store.items_for_jobs(chunk)}
+            admitted = 0
+            # return_exceptions: the job ends only when every item's task has
+            # (stopping waits for the job, so for a call under way in any)
+            await asyncio.gather(*(_one(rt, item_id, rows.get(item_id), step)
+                                   for item_id in chunk), return_exceptions=True)
     except (asyncio.CancelledError, StoreClosed):
         pass  # stopping: the items stay pending, the next start resumes them
     finally:
-        rt.running.difference_update(left)
+        rt.admission.give(admitted)  # taken, but its items never started
+        rt.running.difference_update(mine)
         if task is not None:
             rt.tasks.discard(task)
+
+
+async def _one(rt: Runtime, item_id: int, item: dict | None,
+               step: Callable[[Runtime, int, dict | None], Awaitable[None]]) -> None:
+    try:
+        if item is not None and not rt.stopping:
+            await step(rt, item_id, item)
+    except (asyncio.CancelledError, StoreClosed):
+        raise
+    except Exception:
+        logs.event(log, logs.ERROR, "item.error", item=item_id, exc_info=True)
+        _again(rt, item_id, rt.delay_seconds)
+    finally:
+        rt.running.discard(item_id)
+        rt.admission.give(1)
+
+
+def picked(entries: list[Entry]) -> None:
+    """A batch call takes these items: their tasks' calls are under way now
+    (stopping lets them finish)."""
+    rt = _runtime
+    if rt is None:
+        return
+    for entry in entries:
+        if entry.task is not None:
+            rt.waiting.discard(entry.task)
+            rt.calling[entry.task] = entry.item_id
 
 
 async def _turn(rt: Runtime) -> bool:
@@ -212,17 +293,15 @@ def _again(rt: Runtime, item_id: int, seconds: float) -> None:
         logs.event(log, logs.ERROR, "schedule.failed", items=1, exc_info=True)
 
 
-async def _attempt(rt: Runtime, item_id: int) -> None:
-    """One step of an item's work: enroll it (pending), unenroll it
-    (unenroll-pending, after a refund), or look for its learner's account
-    (awaiting-account). An unenroll requested while the enrollment was under
-    way follows it here, in the same job: never a race. A pending item whose
-    refund or cancellation has come is not enrolled."""
-    # Wait for this attempt's turn at the LMS first: during a burst most
-    # items wait here, and they need not hold a row read from the database.
-    if not await _turn(rt):
-        return
-    item = await rt.store.item_for_job(item_id)
+async def _attempt(rt: Runtime, item_id: int, item: dict | None = None) -> None:
+    """One step of an item's work: enroll it (pending), or unenroll it
+    (unenroll-pending, after a refund); ``item`` as its job read it. An
+    unenroll requested while the enrollment was under way follows it here,
+    in the same job: never a race. A pending item whose refund or
+    cancellation has come is not enrolled (and its batch asks again just
+    before its call goes out)."""
+    if item is None:
+        item = await rt.store.item_for_job(item_id)
     if item is None or item["state"] not in SCHEDULED:
         rt.unrecorded.pop(item_id, None)
         return
@@ -246,9 +325,10 @@ async def _attempt(rt: Runtime, item_id: int) -> None:
         await _attempt(rt, item_id)  # refunded meanwhile: unenroll now, in this job
 
 
-async def _check(rt: Runtime, item_id: int) -> None:
+async def _check(rt: Runtime, item_id: int, item: dict | None = None) -> None:
     """An account check: see :func:`check_accounts`."""
-    item = await rt.store.item_for_job(item_id)
+    if item is None:
+        item = await rt.store.item_for_job(item_id)
     if item is None or item["state"] != AWAITING_ACCOUNT or rt.stopping:
         return  # its other states have jobs of their own
     ids = {"provider": item["provider"], "order": item["order_external_id"], "item": item_id}
@@ -320,16 +400,13 @@ async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -
             if rt.stopping:
                 return None
         if action == "unenroll" or mode is None:
-            result = await rt.lms.bulk(action, course, item["email"], reason=_reason(item),
-                                       slot_taken=True)
+            result = await _batched(rt, item, course, action,
+                                    rt.lms.auto_enroll and action == "enroll")
             done = Done(UNENROLLED if action == "unenroll" else ENROLLED, attempt,
                         {"course": course, **({"result": result} if action == "enroll" else {})})
         else:
             account = await rt.lms.account(item["email"])
             if account is not None and account.get("is_active") is True:
-                # a pending item's attempt has its turn; a check takes one now
-                if following and not await _turn(rt):
-                    return None
                 mode = await _mode(rt, str(account["username"]), course, mode)
                 done = Done(ENROLLED, attempt, {"course": course, "mode": mode},
                             expected=item["state"],
@@ -339,9 +416,7 @@ async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -
             else:
                 now = utcnow()
                 if item["wait_until"] is None:
-                    result = await rt.lms.bulk("enroll", course, item["email"],
-                                               reason=_reason(item), slot_taken=True,
-                                               auto_enroll=True)
+                    result = await _batched(rt, item, course, "enroll", True)
                 else:  # retried after a wait: the LMS's allowance is there already
                     result = "allowed before"
                 done = Done(AWAITING_ACCOUNT, attempt,
@@ -350,6 +425,8 @@ async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -
                             wait_until=now + rt.account_wait, event="item.awaiting_account")
     except Halted:
         return None  # stopping before the call went out: still pending, no attempt used
+    except Withdrawn:  # refunded while it waited for its batch
+        return await _withdraw(rt, item, ids)
     except Throttled as e:
         # Throttling is the LMS pacing us, not a failed attempt.
         when = utcnow() + dt.timedelta(seconds=e.retry_after)
@@ -396,15 +473,34 @@ async def _wait_more(rt: Runtime, item: dict, ids: dict, error: str | None = Non
 async def _mode(rt: Runtime, username: str, course: str, mode: str) -> str:
     """Enroll an account in ``mode`` (the enrollment API), unless the mode is
     a free one (audit, honor) and the learner is enrolled in a paid mode
-    already: never a downgrade. Returns the mode they are in."""
+    already: never a downgrade. Returns the mode they are in. Each of these
+    calls takes its turn at the LMS (the throttle counts them)."""
     if mode in FREE_MODES:
+        if not await _turn(rt):
+            raise Halted("stopping: the call was not made")
         current = await rt.lms.enrollment_of(username, course, slot_taken=True)
         if current and current.get("is_active") and current.get("mode") not in FREE_MODES:
             return str(current["mode"])
-        if not await _turn(rt):  # the lookup used the turn: another for the enrollment
-            raise Halted("stopping: the call was not made")
+    if not await _turn(rt):
+        raise Halted("stopping: the call was not made")
     await rt.lms.enroll_in_mode(username, course, mode, slot_taken=True)
     return mode
+
+
+async def _batched(rt: Runtime, item: dict, course: str, action: str,
+                   auto_enroll: bool) -> str:
+    """The item's learner in the next bulk enrollment call for the course
+    (see batches): its outcome for them. Waiting for the call can be cut
+    short by stopping; once a call has taken the item, stopping lets it
+    finish."""
+    task = asyncio.current_task()
+    rt.calling.pop(task, None)
+    rt.waiting.add(task)
+    try:
+        return await rt.batcher.submit((course, action, auto_enroll), item["id"],
+                                       item["email"], f"{item['provider']} {item['order_name']}")
+    finally:
+        rt.waiting.discard(task)
 
 
 def _next(rt: Runtime, item: dict, when: dt.datetime) -> None:
@@ -521,8 +617,3 @@ async def _fail(rt: Runtime, item: dict, ids: dict, attempt: int, reason: str) -
                           reason=reason, next_attempt_at=None)
     event = "item.unenroll_failed" if failed == UNENROLL_FAILED else "item.failed"
     logs.event(log, logs.ERROR, event, **ids, attempt=attempt, reason=reason)
-
-
-def _reason(item: dict) -> str:
-    """What the LMS audit log records: the order, findable from either side."""
-    return f"edx-hooks {item['provider']} order {item['order_name']} ({item['shop']})"[:255]

@@ -366,19 +366,22 @@ class LMSClient:
             self.pacer.back_off(_retry_after(response))
         return response
 
-    async def bulk(self, action: str, course_id: str, email_address: str, reason: str,
-                   slot_taken: bool = False, auto_enroll: bool | None = None) -> str:
-        """Enroll or unenroll (``action``) one learner in one course through
-        the bulk enrollment view. Returns ``enrolled`` or ``allowed`` (no
-        account yet: enrolled when they register) for an enrollment,
-        ``unenrolled`` for an unenrollment (the enrollment deactivated, an
-        "allowed" row deleted; unenrolling someone not enrolled is a no-op).
-        ``slot_taken``: the caller already waited its turn with :attr:`pacer`.
-        ``auto_enroll``: instead of ``lms.auto_enroll``.
-        """
+    async def bulk(self, action: str, course_id: str, emails: list[str], reason: str,
+                   slot_taken: bool = False, auto_enroll: bool | None = None
+                   ) -> dict[str, str | PermanentError]:
+        """Enroll or unenroll (``action``) learners in one course through the
+        bulk enrollment view, in one call. Returns, by email (lower case),
+        ``enrolled`` or ``allowed`` (no account yet: enrolled when they
+        register) for an enrollment, ``unenrolled`` for an unenrollment (the
+        enrollment deactivated, an "allowed" row deleted; unenrolling someone
+        not enrolled is a no-op), or that learner's own PermanentError. A
+        failure of the whole call is raised. ``slot_taken``: the caller
+        already waited its turn with :attr:`pacer`. ``auto_enroll``: instead
+        of ``lms.auto_enroll``. Each email is one validated address: none can
+        carry a comma into ``identifiers``."""
         auto = self.auto_enroll if auto_enroll is None else auto_enroll
         form = urllib.parse.urlencode({
-            "action": action, "courses": course_id, "identifiers": email_address,
+            "action": action, "courses": course_id, "identifiers": ",".join(emails),
             "auto_enroll": "true" if auto and action == "enroll" else "false",
             "email_students": "true" if self.email_students else "false",
             "reason": reason})
@@ -386,8 +389,8 @@ class LMSClient:
                                     "application/x-www-form-urlencoded", slot_taken=slot_taken)
         if response.code != 200:
             raise error_for(response, "bulk_enroll", hints=BULK_HINTS,
-                            redact={email_address: "<learner>"})
-        return outcome(response.body, course_id, email_address, action)
+                            redact={email: "<learner>" for email in emails})
+        return outcomes(response.body, course_id, emails, action)
 
     # -- accounts and modes (the enrollment API)
 
@@ -494,29 +497,35 @@ def _message(response: HTTPResponse) -> str:
     return _summary(response)
 
 
-def outcome(body: bytes, course_id: str, email_address: str, action: str) -> str:
-    """Read a bulk_enroll 200 for one learner: ``enrolled``, ``allowed`` or
-    ``unenrolled``. A 200 can still carry a per-learner failure, raised as
-    :class:`PermanentError` with the LMS's own error text."""
+def outcomes(body: bytes, course_id: str, emails: list[str], action: str
+             ) -> dict[str, str | PermanentError]:
+    """Read a bulk_enroll 200, learner by learner (by email, lower case):
+    ``enrolled``, ``allowed`` or ``unenrolled``, or the
+    :class:`PermanentError` of that learner alone. A 200 can carry a failure
+    for some learners and not others; a learner without a result failed."""
     try:
         answer = json.loads(body)
         results = answer["courses"][course_id]["results"]
     except (ValueError, KeyError, TypeError):
-        raise PermanentError("bulk_enroll answered 200 without a result for the course",
-                             200) from None
+        error = PermanentError("bulk_enroll answered 200 without a result for the course", 200)
+        return {e.lower(): error for e in emails}
     if not isinstance(results, list):
-        raise PermanentError("bulk_enroll answered 200 with a malformed result", 200)
-    mine = [r for r in results if isinstance(r, dict)
-            and str(r.get("identifier", "")).lower() == email_address.lower()]
-    if not mine:
-        raise PermanentError("bulk_enroll answered 200 without a result for the learner", 200)
-    result = mine[0]
+        error = PermanentError("bulk_enroll answered 200 with a malformed result", 200)
+        return {e.lower(): error for e in emails}
+    by_email = {str(r.get("identifier", "")).lower(): r for r in reversed(results)
+                if isinstance(r, dict)}
+    return {e.lower(): _learner(by_email.get(e.lower()), action) for e in emails}
+
+
+def _learner(result: dict | None, action: str) -> str | PermanentError:
+    if result is None:
+        return PermanentError("bulk_enroll answered 200 without a result for the learner", 200)
     if result.get("invalidIdentifier"):
-        raise PermanentError("the LMS rejected the learner email as invalid", 200)
+        return PermanentError("the LMS rejected the learner email as invalid", 200)
     if result.get("error") or result.get("success") is False:
         message = str(result.get("error_message") or result.get("error_type") or "")[:200]
-        raise PermanentError("the LMS reported an error enrolling the learner"
-                             + (f": {message}" if message else ""), 200, message)
+        return PermanentError("the LMS reported an error enrolling the learner"
+                              + (f": {message}" if message else ""), 200, message)
     after = result.get("after")
     if isinstance(after, dict):
         if action == "unenroll":
@@ -526,4 +535,12 @@ def outcome(body: bytes, course_id: str, email_address: str, action: str) -> str
             return "enrolled"
         elif after.get("allowed"):
             return "allowed"
-    raise PermanentError(f"bulk_enroll answered 200 but did not confirm the {action}ment", 200)
+    return PermanentError(f"bulk_enroll answered 200 but did not confirm the {action}ment", 200)
+
+
+def outcome(body: bytes, course_id: str, email_address: str, action: str) -> str:
+    """:func:`outcomes` for one learner: the result, or its error raised."""
+    found = outcomes(body, course_id, [email_address], action)[email_address.lower()]
+    if isinstance(found, PermanentError):
+        raise found
+    return found

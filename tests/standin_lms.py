@@ -37,6 +37,15 @@ class Call:
 
 
 @dataclass
+class Learner:
+    """One learner of a bulk_enroll call (a call names one or several)."""
+    action: str
+    course: str
+    email: str
+    call: Call
+
+
+@dataclass
 class Account:
     username: str
     email: str
@@ -71,6 +80,9 @@ class StandinLMS:
         self._serial = itertools.count(1)
         #: answers to give to the next bulk_enroll requests, in order
         self.forced: list[Forced] = []
+        #: an answer to give to every bulk_enroll request while it is set (an
+        #: outage: however the learners are grouped into calls)
+        self.fail_all: Forced | None = None
         #: the same, for token requests
         self.forced_token: list[Forced] = []
         #: sku path (after the host) -> Location of its 301
@@ -106,8 +118,11 @@ class StandinLMS:
         self.forced_mode: list[Forced] = []
         #: if set, only these course ids exist (others: 404 as up to Teak)
         self.courses: set[str] | None = None
-        #: identifiers the LMS answers 200 with a per-learner error for
+        #: identifiers the LMS answers 200 with a per-learner error for, with
+        #: invalidIdentifier (its own address check), or with no result at all
         self.erroring: set[str] = set()
+        self.invalid: set[str] = set()
+        self.omit: set[str] = set()
         #: throttling as the LMS does it: at most ``count`` enrollment calls in
         #: any ``window`` seconds, then 429 with Retry-After
         self.throttle: tuple[int, float] | None = None
@@ -201,8 +216,14 @@ class StandinLMS:
         return bool(self.api_key) and handler.request.headers.get("X-Edx-Api-Key") == \
             self.api_key
 
+    def learners(self) -> list[Learner]:
+        """Every learner of every bulk_enroll call received, in order."""
+        return [Learner(c.form.get("action", ""), c.form.get("courses", ""), email.strip(), c)
+                for c in self.calls
+                for email in re.split(r"[\n,]", c.form.get("identifiers", "")) if email.strip()]
+
     def calls_for(self, email: str) -> list[Call]:
-        return [c for c in self.calls if c.form.get("identifiers") == email]
+        return [learner.call for learner in self.learners() if learner.email == email]
 
 
 class _Base(web.RequestHandler):
@@ -221,10 +242,10 @@ class _Base(web.RequestHandler):
     def on_connection_close(self) -> None:
         self.on_finish()
 
-    async def forced(self, queue: list[Forced]) -> bool:
-        if not queue:
+    async def forced(self, queue: list[Forced], always: Forced | None = None) -> bool:
+        if not queue and always is None:
             return False
-        answer = queue.pop(0)
+        answer = queue.pop(0) if queue else always
         if answer.hang:
             await asyncio.sleep(answer.hang)
         self.set_status(answer.status)
@@ -292,7 +313,7 @@ class _BulkEnroll(_Base):
             "application/x-www-form-urlencoded") else json.loads(self.request.body)
         auth = self.request.headers.get("Authorization", "")
         self.lms.calls.append(Call(form=form, authorization=auth, at=time.monotonic()))
-        if await self.forced(self.lms.forced):
+        if await self.forced(self.lms.forced, self.lms.fail_all):
             return
         if self.lms.latency:
             await asyncio.sleep(self.lms.latency)
@@ -327,6 +348,11 @@ class _BulkEnroll(_Base):
                     continue
                 if ident in self.lms.erroring:
                     results.append({"identifier": ident, "error": True})
+                    continue
+                if ident in self.lms.invalid:
+                    results.append({"identifier": ident, "invalidIdentifier": True})
+                    continue
+                if ident in self.lms.omit:
                     continue
                 before = self.state(ident, course)
                 self.apply(ident, course, enroll, auto)
@@ -482,7 +508,8 @@ class _Stats(_Base):
     """What the stand-in received, for benchmarks running it as a process."""
 
     def get(self) -> None:
-        self.finish({"calls": len(self.lms.calls), "throttled": self.lms.throttled,
+        self.finish({"calls": len(self.lms.calls), "learners": len(self.lms.learners()),
+                     "throttled": self.lms.throttled,
                      "token_requests": self.lms.token_requests})
 
 
@@ -518,11 +545,16 @@ def main() -> None:  # pragma: no cover - for benchmarks and manual runs
     parser.add_argument("--client-secret", default="lms-client-secret")
     parser.add_argument("--latency", type=float, default=0.0,
                         help="seconds every enrollment call takes")
+    parser.add_argument("--throttle", type=float, nargs=2, metavar=("CALLS", "SECONDS"),
+                        help="throttle the enrollment views as the LMS does (DRF): at most "
+                             "CALLS in any SECONDS, then 429 with Retry-After")
     args = parser.parse_args()
 
     async def serve() -> None:
         lms = StandinLMS(client_secret=args.client_secret)
         lms.latency = args.latency
+        if args.throttle:
+            lms.throttle = (int(args.throttle[0]), args.throttle[1])
         lms.port = args.port
         await lms.start(same_port=True)
         print(f"stand-in LMS on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)

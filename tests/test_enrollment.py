@@ -73,7 +73,7 @@ async def test_bad_line_item_fails_while_its_sibling_enrolls(harness, lms):
     assert reasons[2] == reasons[3] == "learner email is not one valid address"
     assert "not a valid course id" in reasons[4]
     assert reasons[6] == "line item is not a JSON object"
-    assert [c.form["identifiers"] for c in lms.calls] == ["good@example.org"]
+    assert [x.email for x in lms.learners()] == ["good@example.org"]
 
 
 @pytest.mark.gen_test
@@ -88,7 +88,7 @@ async def test_duplicate_delivery_causes_one_lms_call(harness, lms):
     assert third.code == 200
     await harness.quiet()
     assert states(harness) == ["enrolled", "enrolled"]
-    assert sorted(c.form["identifiers"] for c in lms.calls) == ["a@example.org", "b@example.org"]
+    assert sorted(x.email for x in lms.learners()) == ["a@example.org", "b@example.org"]
     assert harness.db("SELECT count(*) FROM orders") == [(1,)]
     assert harness.db("SELECT count(*), sum(status = 200) FROM deliveries") == [(3, 3)]
 
@@ -103,7 +103,7 @@ async def test_new_line_item_on_a_repeat_delivery_is_enrolled_alone(harness, lms
     order["line_items"].append(line_item(email="b@example.org"))
     await harness.shopify(order)
     await until(lambda: len(harness.items()) == 2 and settled(harness))
-    assert [c.form["identifiers"] for c in lms.calls] == ["a@example.org", "b@example.org"]
+    assert [x.email for x in lms.learners()] == ["a@example.org", "b@example.org"]
 
 
 @pytest.mark.gen_test
@@ -112,7 +112,7 @@ async def test_same_learner_and_course_in_two_orders_are_two_purchases(harness, 
     await harness.shopify(shopify_order(line_item()))
     await harness.shopify(shopify_order(line_item()))
     await until(lambda: len(harness.items()) == 2 and settled(harness))
-    assert len(lms.calls) == 2
+    assert len(lms.learners()) == 2
 
 
 @pytest.mark.gen_test
@@ -128,7 +128,7 @@ async def test_transient_failure_is_retried_then_enrolls(harness, lms, failure):
     [item] = harness.items()
     assert item["state"] == "enrolled"
     assert item["attempts"] == 2
-    assert len(lms.calls) == 2
+    assert len(lms.learners()) == 2
 
 
 @pytest.mark.gen_test
@@ -156,7 +156,7 @@ async def test_transient_failures_exhaust_the_attempts(harness, lms):
     assert item["attempts"] == 3
     assert item["reason"] == "bulk_enroll answered 503 (after 3 attempts)"
     await harness.quiet()  # and nothing more is tried
-    assert len(lms.calls) == 3
+    assert len(lms.learners()) == 3
 
 
 @pytest.mark.gen_test
@@ -185,7 +185,7 @@ async def test_permanent_failure_fails_at_once(harness, lms, failure, reason):
     assert item["state"] == "failed" and item["attempts"] == 1
     assert reason in item["reason"]
     await harness.quiet()
-    assert len(lms.calls) == 1
+    assert len(lms.learners()) == 1
 
 
 @pytest.mark.gen_test
@@ -207,7 +207,7 @@ async def test_error_inside_a_200_fails_the_item(harness, lms):
     broken, fine = harness.items()
     assert broken["state"] == "failed" and "reported an error" in broken["reason"]
     assert fine["state"] == "enrolled"
-    assert len(lms.calls) == 2
+    assert len(lms.learners()) == 2
 
 
 @pytest.mark.gen_test
@@ -241,7 +241,7 @@ async def test_401_fetches_one_fresh_token_and_repeats_the_call(harness, lms):
     await until(lambda: len(harness.items()) == 2 and settled(harness))
     assert states(harness) == ["enrolled", "enrolled"]
     assert lms.token_requests == 2
-    assert len(lms.calls) == 3  # first order, refused call, repeated call
+    assert len(lms.learners()) == 3  # first order, refused call, repeated call
     assert lms.calls[1].authorization != lms.calls[2].authorization
     assert harness.items()[1]["attempts"] == 1  # the refresh is not another attempt
 

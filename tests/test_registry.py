@@ -71,7 +71,7 @@ async def test_a_storefront_is_one_declaration(harness, lms, monkeypatch):
         "X-Demo-Shop": "demo-shop", "X-Demo-Signature": shopify_signature(body, "demo-secret")})
     assert response.code == 200
     await until(lambda: harness.items() and harness.items()[0]["state"] == "enrolled")
-    assert lms.calls[0].form["identifiers"] == "demo@example.org"
+    assert lms.learners()[0].email == "demo@example.org"
     assert harness.db("SELECT provider, name FROM orders") == [("demo", "D-7")]
     # its settings are settings like any other
     assert "demo.secret" in config.describe()

@@ -55,7 +55,7 @@ async def test_serve_enrolls_a_signed_order_and_stops_cleanly(harness, lms):
         response = await harness.shopify(shopify_order(line_item(email="ada@example.org")))
         assert response.code == 200
         await until(lambda: lms.calls, timeout=5)
-        assert lms.calls[0].form["identifiers"] == "ada@example.org"
+        assert lms.learners()[0].email == "ada@example.org"
         await until(lambda: harness.items()[0]["state"] == "enrolled")
     finally:
         if proc.returncode is None:

@@ -23,9 +23,11 @@ from .schema import (
     ENROLLED,
     FAILED,
     ITEMS_FOR_JOB,
+    ITEMS_FOR_JOBS,
     SCHEDULED,
     UNENROLL_FAILED,
     UNENROLLED,
+    WITHDRAWN_AMONG,
     NewDelivery,
     NewOrder,
     Recorded,
@@ -224,6 +226,18 @@ class Store:
         async with self.engine.connect() as conn:
             row = (await conn.execute(ITEMS_FOR_JOB, {"item_id": item_id})).mappings().first()
         return dict(row) if row else None
+
+    async def items_for_jobs(self, item_ids: list[int]) -> list[dict[str, Any]]:
+        """:meth:`item_for_job` for several items, in one query."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(ITEMS_FOR_JOBS, {"item_ids": item_ids})).mappings()
+            return [dict(row) for row in rows.all()]
+
+    async def withdrawn_among(self, item_ids: list[int]) -> set[int]:
+        """Which of these items a refund or cancellation names (asked just
+        before their enrollment call goes out)."""
+        async with self.engine.connect() as conn:
+            return set((await conn.execute(WITHDRAWN_AMONG, {"item_ids": item_ids})).scalars())
 
     async def items_by_id(self, item_ids: list[int]) -> list[dict[str, Any]]:
         """These line items' state and reason, with their order's provider and id."""

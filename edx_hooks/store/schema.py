@@ -250,12 +250,18 @@ _WITHDRAWN = (sa.select(unenroll_requests.c.why)
                      sa.or_(unenroll_requests.c.line_item_id.is_(None),
                             unenroll_requests.c.line_item_id == items.c.external_id))
               .order_by(unenroll_requests.c.id).limit(1).scalar_subquery())
-ITEMS_FOR_JOB = (
+_FOR_JOB = (
     sa.select(items, orders.c.name.label("order_name"),
               orders.c.external_id.label("order_external_id"), orders.c.provider, orders.c.shop,
               _WITHDRAWN.label("withdrawn"))
-    .join(orders, items.c.order_id == orders.c.id)
-    .where(items.c.id == sa.bindparam("item_id")))
+    .join(orders, items.c.order_id == orders.c.id))
+ITEMS_FOR_JOB = _FOR_JOB.where(items.c.id == sa.bindparam("item_id"))
+#: the same for several items at once
+ITEMS_FOR_JOBS = _FOR_JOB.where(items.c.id.in_(sa.bindparam("item_ids", expanding=True)))
+#: which of these items a refund or cancellation names
+WITHDRAWN_AMONG = (sa.select(items.c.id).join(orders, items.c.order_id == orders.c.id)
+                   .where(items.c.id.in_(sa.bindparam("item_ids", expanding=True)),
+                          _WITHDRAWN.is_not(None)))
 
 
 def order_state(counts: dict[str, int]) -> str:

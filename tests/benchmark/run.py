@@ -45,12 +45,16 @@ SERVICE_CORE, LOAD_CORE = 0, 1
 
 SCENARIOS = {
     # name: (requests, concurrency, LMS latency s, pacing per minute or None=default,
-    #        LMS up, wait for every enrollment)
-    "accept": (5000, 16, 0.0, None, True, False),
-    "bare": (5000, 16, 0.0, None, True, False),
-    "slow-lms": (3000, 16, 2.0, None, True, False),
-    "lms-down": (3000, 16, 0.0, None, False, False),
-    "e2e": (1000, 16, 0.03, 0, True, True),
+    #        LMS up, wait for every enrollment, courses the orders are spread over,
+    #        the LMS's throttle as (calls, seconds) or None)
+    "accept": (5000, 16, 0.0, None, True, False, 1, None),
+    "bare": (5000, 16, 0.0, None, True, False, 1, None),
+    "slow-lms": (3000, 16, 2.0, None, True, False, 1, None),
+    "lms-down": (3000, 16, 0.0, None, False, False, 1, None),
+    "e2e": (1000, 16, 0.03, 0, True, True, 1, None),
+    # a flash sale: 500 orders over 5 courses, the LMS throttling the staff
+    # user at 120 calls a minute (Retry-After), edx-hooks on its defaults
+    "flash": (500, 16, 0.03, None, True, True, 5, (120, 60.0)),
 }
 
 
@@ -60,8 +64,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def order_payload(n: int, items: int) -> dict:
-    """A Shopify orders/create payload of about 6 KB (one line item)."""
+def order_payload(n: int, items: int, courses: int = 1) -> dict:
+    """A Shopify orders/create payload of about 6 KB (one line item), for one
+    of ``courses`` courses."""
     address = {"first_name": "Ada", "last_name": f"Lovelace{n}", "company": None,
                "address1": "12 Analytical Row", "address2": "Flat 3", "city": "London",
                "province": None, "country": "United Kingdom", "zip": "N1 9GU",
@@ -76,7 +81,8 @@ def order_payload(n: int, items: int) -> dict:
         "price_set": money, "product_exists": True, "product_id": 632910392,
         "properties": [{"name": "Learner name", "value": f"Ada {n}"},
                        {"name": "email", "value": f"learner{n}.{i}@example.org"}],
-        "quantity": 1, "requires_shipping": False, "sku": "course-v1:Bench+PY101+2026",
+        "quantity": 1, "requires_shipping": False,
+        "sku": f"course-v1:Bench+PY{101 + n % courses}+2026",
         "taxable": True, "title": "Python 101", "total_discount": "0.00",
         "total_discount_set": money, "variant_id": 808950810, "variant_title": "Online",
         "vendor": "Bench School", "tax_lines": [{"price": "8.17", "rate": 0.2, "title": "VAT",
@@ -116,11 +122,11 @@ def order_payload(n: int, items: int) -> dict:
     }
 
 
-def signed_requests(count: int, items: int, port: int) -> list[bytes]:
+def signed_requests(count: int, items: int, port: int, courses: int = 1) -> list[bytes]:
     """Raw HTTP/1.1 keep-alive requests, signed, built before the clock starts."""
     out = []
     for n in range(count):
-        body = json.dumps(order_payload(n, items)).encode()
+        body = json.dumps(order_payload(n, items, courses)).encode()
         sig = base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha256).digest())
         head = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                 "Content-Type: application/json\r\nX-Shopify-Topic: orders/create\r\n"
@@ -238,13 +244,15 @@ def enrollment_progress(db: Path) -> tuple[int, int, float | None]:
 
 async def run_scenario(name: str, requests: int, concurrency: int, items: int,
                        latency: float, pacing: int | None, lms_up: bool,
-                       wait_all: bool, workdir: Path, logs: Path) -> dict:
+                       wait_all: bool, workdir: Path, logs: Path, courses: int = 1,
+                       throttle: tuple[int, float] | None = None) -> dict:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
     lms_port, port = free_port(), free_port()
     db = workdir / f"{name}.db"
     lms = Process(f"{name}-lms", [sys.executable, "-m", "tests.standin_lms", "--port",
-                                  str(lms_port), "--latency", str(latency)],
+                                  str(lms_port), "--latency", str(latency)]
+                  + (["--throttle", str(throttle[0]), str(throttle[1])] if throttle else []),
                   LOAD_CORE, root, logs, env)
     if name == "bare":
         service = Process(name, [sys.executable, "-m", "tests.benchmark.bare", "--port",
@@ -260,7 +268,7 @@ async def run_scenario(name: str, requests: int, concurrency: int, items: int,
             f'[shopify]\nshop_domain = "{SHOP}"\nsecret = "{SECRET}"\n')
         service = Process(name, [sys.executable, "-m", "edx_hooks", "serve", "--config",
                                  str(config)], SERVICE_CORE, workdir, logs, env)
-    payloads = signed_requests(requests, items, port)
+    payloads = signed_requests(requests, items, port, courses)
     try:
         if lms_up:
             await lms.start("stand-in LMS on")
@@ -269,7 +277,9 @@ async def run_scenario(name: str, requests: int, concurrency: int, items: int,
         report = await send_all(port, payloads, concurrency)
         report["service_cpu_share"] = (service.cpu_seconds() - cpu_before) / report["seconds"]
         report.update(scenario=name, concurrency=concurrency, items_per_order=items,
-                      lms_latency_s=latency, lms_up=lms_up,
+                      lms_latency_s=latency, lms_up=lms_up, courses=courses,
+                      lms_throttle=f"{throttle[0]} calls per {throttle[1]:g} s"
+                      if throttle else None,
                       pacing_per_minute=100 if pacing is None else pacing)
         if name != "bare":
             deadline = time.monotonic() + (120 if wait_all else 0)
@@ -283,8 +293,9 @@ async def run_scenario(name: str, requests: int, concurrency: int, items: int,
             if lms_up:
                 stats = lms_stats(lms_port)
                 # calls still in flight would skew it: only once all are enrolled
-                report.update(lms_calls=stats["calls"], lms_throttled=stats["throttled"],
-                              lms_calls_per_enrolled_item=(stats["calls"] / done)
+                report.update(lms_calls=stats["calls"], lms_learners=stats["learners"],
+                              lms_throttled=stats["throttled"],
+                              lms_learners_per_enrolled_item=(stats["learners"] / done)
                               if done and done == total else None)
         report["peak_rss_mb"] = service.peak_rss_mb()
     finally:
@@ -315,8 +326,9 @@ def show(report: dict) -> None:
         span = report["first_delivery_to_last_enrollment_s"]
         line += (f"  enrolled {report['enrolled_at_end']}/{report['line_items']}"
                  + (f" in {span:.2f} s" if span is not None else ""))
-    if report.get("lms_calls_per_enrolled_item") is not None:
-        line += f"  LMS calls/item {report['lms_calls_per_enrolled_item']:.2f}"
+    if report.get("lms_learners_per_enrolled_item") is not None:
+        line += (f"  LMS calls {report['lms_calls']}, 429s {report['lms_throttled']}, "
+                 f"learners/item {report['lms_learners_per_enrolled_item']:.2f}")
     print(line, flush=True)
 
 
@@ -325,12 +337,13 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
     reports = []
     with tempfile.TemporaryDirectory(prefix="edx-hooks-bench-") as tmp:
         for name in names:
-            requests, concurrency, latency, pacing, lms_up, wait_all = SCENARIOS[name]
+            (requests, concurrency, latency, pacing, lms_up, wait_all, courses,
+             throttle) = SCENARIOS[name]
             report = await run_scenario(
                 name, args.requests or requests, args.concurrency or concurrency,
                 args.items, latency if args.lms_latency is None else args.lms_latency,
                 pacing if args.pacing is None else args.pacing, lms_up, wait_all, Path(tmp),
-                args.logs or Path(tmp))
+                args.logs or Path(tmp), courses, throttle)
             reports.append(report)
             if not args.json:
                 show(report)

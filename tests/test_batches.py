@@ -1,0 +1,217 @@
+"""Flash sales: learners due for the same course go to the LMS in one bulk
+enrollment call, and each still gets an exact outcome of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import re
+
+import pytest
+
+from edx_hooks.batches import reason
+
+from .conftest import COURSE, line_item, shopify_order, until
+from .standin_lms import Forced
+
+DS = "course-v1:Demo+DS201+2026"
+
+
+def states(harness) -> list[tuple[str, str]]:
+    return [(i["email"], i["state"]) for i in harness.items()]
+
+
+def per_learner(lms) -> collections.Counter:
+    return collections.Counter(x.email for x in lms.learners())
+
+
+@pytest.mark.gen_test
+async def test_one_call_per_course_with_an_exact_outcome_per_learner(harness, lms):
+    lms.registered.add("member@example.org")
+    lms.invalid.add("odd@example.org")  # the LMS's own address check says no
+    lms.omit.add("lost@example.org")  # the answer has no result for this one
+    await harness.start()
+    order = shopify_order(line_item(email="member@example.org"),
+                          line_item(email="odd@example.org"),
+                          line_item(email="newbie@example.org"),  # no account: allowed
+                          line_item(email="lost@example.org"),
+                          line_item(sku=DS, email="member@example.org"))
+    assert (await harness.shopify(order)).code == 200
+    await harness.quiet()
+    assert states(harness) == [
+        ("member@example.org", "enrolled"), ("odd@example.org", "failed"),
+        ("newbie@example.org", "enrolled"), ("lost@example.org", "failed"),
+        ("member@example.org", "enrolled")]
+    reasons = [i["reason"] for i in harness.items()]
+    assert reasons[1] == "the LMS rejected the learner email as invalid"
+    assert reasons[3] == "bulk_enroll answered 200 without a result for the learner"
+    # one call for the four of PY101, one for DS201: the pace counts calls
+    assert sorted((c.form["courses"], c.form["identifiers"]) for c in lms.calls) == [
+        (DS, "member@example.org"),
+        (COURSE, "member@example.org,odd@example.org,newbie@example.org,lost@example.org")]
+    assert {c.form["reason"] for c in lms.calls} == {f"edx-hooks shopify {order['name']}"}
+
+
+@pytest.mark.gen_test
+async def test_a_whole_call_failing_transiently_costs_each_an_attempt(harness, lms):
+    lms.forced.append(Forced(status=503))
+    await harness.start(retry={"delay_seconds": 0.5})
+    await harness.shopify(shopify_order(*[line_item(email=f"t{n}@example.org")
+                                          for n in range(3)]))
+    await until(lambda: {i["attempts"] for i in harness.items()} == {1}
+                and {i["state"] for i in harness.items()} == {"pending"})
+    assert {i["reason"] for i in harness.items()} == {"bulk_enroll answered 503"}
+    await until(lambda: {i["state"] for i in harness.items()} == {"enrolled"}, timeout=10)
+    await harness.quiet()
+    assert {i["attempts"] for i in harness.items()} == {2}
+    assert set(per_learner(lms).values()) == {2}
+
+
+@pytest.mark.gen_test
+async def test_a_whole_call_throttled_costs_no_attempt(harness, lms):
+    lms.forced.append(Forced(status=429, headers={"Retry-After": "1"},
+                             body='{"detail": "Request was throttled. Expected available in 1 '
+                                  'seconds."}'))
+    await harness.start()
+    await harness.shopify(shopify_order(*[line_item(email=f"h{n}@example.org")
+                                          for n in range(3)]))
+    await until(lambda: {i["state"] for i in harness.items()} == {"enrolled"}, timeout=10)
+    await harness.quiet()
+    assert {i["attempts"] for i in harness.items()} == {1}  # the 429 was not one
+    assert lms.calls[0].form["identifiers"].count(",") == 2  # all three in the call
+
+
+@pytest.mark.gen_test
+async def test_a_whole_call_refused_fails_each(harness, lms):
+    lms.forced.append(Forced(status=403))
+    await harness.start()
+    await harness.shopify(shopify_order(*[line_item(email=f"r{n}@example.org")
+                                          for n in range(3)]))
+    await harness.quiet()
+    assert {(i["state"], i["attempts"]) for i in harness.items()} == {("failed", 1)}
+    assert len(lms.calls) == 1
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_crash_during_a_batch_call_repeats_that_call_only(harness, lms, serve):
+    service = serve()
+    await service.start()
+    lms.forced.append(Forced(status=200, hang=60, body="{}"))  # holds the first call
+    held = shopify_order(*[line_item(email=f"held{n}@example.org") for n in range(3)])
+    assert (await harness.shopify(held)).code == 200
+    await until(lambda: lms.calls)
+    free = shopify_order(line_item(email="free@example.org"))
+    assert (await harness.shopify(free)).code == 200
+    await until(lambda: harness.items()[-1]["state"] == "enrolled")
+    await service.kill()
+    await service.start()
+    await until(lambda: {i["state"] for i in harness.items()} == {"enrolled"}, timeout=20)
+    await service.quiet()
+    # the call in flight at the kill is made once more, for its learners only
+    assert per_learner(lms) == {"held0@example.org": 2, "held1@example.org": 2,
+                                "held2@example.org": 2, "free@example.org": 1}
+
+
+@pytest.mark.gen_test
+async def test_a_refund_while_its_batch_is_in_flight_unenrolls_after(harness, lms):
+    lms.latency = 1.0  # the batch call takes a second
+    await harness.start(shopify={"unenroll_on_refund": True})
+    lines = [line_item(email=f"f{n}@example.org") for n in range(2)]
+    order = shopify_order(*lines)
+    await harness.shopify(order)
+    await until(lambda: lms.in_flight)
+    response = await harness.shopify(
+        {"id": 9, "order_id": order["id"], "refund_line_items": [
+            {"id": n, "line_item_id": line["id"], "quantity": 1}
+            for n, line in enumerate(lines)]},
+        path="/webhooks/shopify/refund/create", headers={"X-Shopify-Topic": "refunds/create"})
+    assert response.code == 200
+    await until(lambda: {i["state"] for i in harness.items()} == {"unenrolled"}, timeout=15)
+    actions = [(x.action, x.email) for x in lms.learners()]
+    assert actions[:2] == [("enroll", "f0@example.org"), ("enroll", "f1@example.org")]
+    assert sorted(actions[2:]) == [("unenroll", "f0@example.org"),
+                                   ("unenroll", "f1@example.org")]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_orders_arriving_while_a_call_waits_its_turn_share_the_next(harness, lms):
+    await harness.start(lms={"max_calls_per_minute": 60})  # a call a second
+    first = shopify_order(line_item(email="first@example.org"))
+    await harness.shopify(first)
+    await until(lambda: lms.calls)  # the first call went at once; the next in a second
+    later = [shopify_order(line_item(email=f"l{n}@example.org")) for n in range(5)]
+    for order in later:
+        await harness.shopify(order)
+    await until(lambda: len(harness.items()) == 6
+                and {i["state"] for i in harness.items()} == {"enrolled"}, timeout=15)
+    assert len(lms.calls) == 2
+    second = lms.calls[1].form
+    assert second["identifiers"] == ",".join(f"l{n}@example.org" for n in range(5))
+    assert second["reason"] == "edx-hooks " + ", ".join(f"shopify {o['name']}" for o in later)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_batch_size_caps_the_learners_of_a_call(harness, lms):
+    await harness.start(lms={"batch_size": 2})
+    await harness.shopify(shopify_order(*[line_item(email=f"c{n}@example.org")
+                                          for n in range(5)]))
+    await harness.quiet()
+    assert {i["state"] for i in harness.items()} == {"enrolled"}
+    assert sorted(c.form["identifiers"].count(",") + 1 for c in lms.calls) == [1, 2, 2]
+
+
+def test_the_audit_reason_names_the_orders_as_far_as_the_field_holds():
+    assert reason(["shopify #1", "shopify #1", "woocommerce #7"]) == \
+        "edx-hooks shopify #1, woocommerce #7"
+    long = reason([f"shopify #{n}" for n in range(1000, 1100)])
+    assert len(long) <= 255 and long.startswith("edx-hooks shopify #1000, shopify #1001")
+    assert re.search(r", shopify #\d+ and \d+ more$", long)
+
+
+@pytest.mark.gen_test
+async def test_an_email_with_a_comma_never_reaches_a_batch(harness, lms):
+    await harness.start()
+    await harness.shopify(shopify_order(line_item(email="a@x.org,b@y.org"),
+                                        line_item(email="ok@example.org")))
+    await harness.quiet()
+    assert [c.form["identifiers"] for c in lms.calls] == ["ok@example.org"]
+    assert json.loads(json.dumps(states(harness)))[0] == ["a@x.org,b@y.org", "failed"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_backlog_beyond_the_admission_cap_is_all_enrolled(harness, lms, monkeypatch):
+    from edx_hooks import jobs
+    monkeypatch.setattr(jobs, "ITEMS_AT_ONCE", 5)  # jobs of several items, five at a time
+    await harness.start()
+    orders = [shopify_order(*[line_item(sku=[COURSE, DS][n % 2], email=f"b{n}.{k}@example.org")
+                              for k in range(3)]) for n in range(20)]
+    await asyncio.gather(*(harness.shopify(order) for order in orders))
+    await until(lambda: len(harness.items()) == 60
+                and {i["state"] for i in harness.items()} == {"enrolled"}, timeout=30)
+    await harness.quiet()
+    assert set(per_learner(lms).values()) == {1}
+    assert max(c.form["identifiers"].count(",") + 1 for c in lms.calls) <= 5
+
+
+@pytest.mark.gen_test
+async def test_admission_is_first_come_first_served_and_never_held_in_part():
+    from edx_hooks.jobs import Admission
+    admission = Admission(4)
+    await admission.take(3)
+    big = asyncio.ensure_future(admission.take(4))  # must wait for all four
+    small = asyncio.ensure_future(admission.take(1))  # behind it, though one is free
+    await asyncio.sleep(0)
+    assert not big.done() and not small.done() and admission.free == 1
+    admission.give(3)
+    await asyncio.sleep(0)
+    assert big.done() and not small.done() and admission.free == 0
+    admission.give(4)
+    await asyncio.sleep(0)
+    assert small.done() and admission.free == 3
+    waiting = asyncio.ensure_future(admission.take(4))
+    await asyncio.sleep(0)
+    waiting.cancel()  # a job stopped while waiting leaves the queue
+    await asyncio.sleep(0)
+    admission.give(1)
+    assert admission.free == 4 and not admission._waiting
