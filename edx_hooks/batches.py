@@ -22,7 +22,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .lms import LMSClient
+from . import logs
+from .lms import Halted, LMSClient, PermanentError, TransientError
 
 log = logging.getLogger("edx_hooks.batches")
 
@@ -65,20 +66,42 @@ class Batcher:
         self._loop: asyncio.Task | None = None
         self._calls: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(CONCURRENT_CALLS)
+        self.halted = False
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop().create_task(self._run())
+        self._loop.add_done_callback(self._loop_ended)
 
     def halt(self) -> None:
-        """No new call from now on; calls under way go on."""
+        """No new call from now on; calls under way go on. Learners still
+        queued (and any submitted later) get :class:`Halted`: not sent."""
+        self.halted = True
         if self._loop is not None:
             self._loop.cancel()
             self._loop = None
+        for queue in self.queues.values():
+            for entry in queue:
+                if not entry.future.done():
+                    entry.future.set_exception(Halted("stopping: not sent"))
+        self.queues.clear()
+
+    async def close(self) -> None:
+        """Cut off the calls still under way (stopping's bound has passed:
+        their items' tasks were cancelled already) and wait for them to end."""
+        self.halt()
+        calls = list(self._calls)
+        for call in calls:
+            call.cancel()
+        if calls:
+            await asyncio.wait(calls, timeout=1.0)
 
     async def submit(self, key: Key, item_id: int, email: str, order: str) -> str:
         """Wait for the call that takes this learner; its outcome for them
         (``enrolled``, ``allowed``, ``unenrolled``), or the LMSError of the
-        learner or of the whole call, or :class:`Withdrawn`."""
+        learner or of the whole call, or :class:`Withdrawn`; :class:`Halted`
+        if the service stops before a call takes them."""
+        if self.halted:
+            raise Halted("stopping: not sent")
         entry = Entry(item_id, email, order, asyncio.get_running_loop().create_future(),
                       asyncio.current_task())
         self.queues.setdefault(key, []).append(entry)
@@ -93,28 +116,48 @@ class Batcher:
 
     async def _run(self) -> None:
         while True:
-            while not any(self.queues.values()):
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            await self.lms.pacer.wait()  # one turn per call, however many learners
-            await self._slots.acquire()
-            key = min((k for k, q in self.queues.items() if q), key=self._first_seen,
-                      default=None)
-            if key is None:
-                self._slots.release()
-                continue
-            queue = self.queues[key]
-            entries = [e for e in queue[:self.batch_size] if not e.future.done()]
-            del queue[:self.batch_size]
-            if not queue:
-                del self.queues[key]
-            if not entries:
-                self._slots.release()
-                continue
-            self.picked(entries)
-            call = asyncio.get_running_loop().create_task(self._call(key, entries))
-            self._calls.add(call)
-            call.add_done_callback(self._done)
+            taken: list[Entry] = []
+            slot = False
+            try:
+                while not any(self.queues.values()):
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                await self.lms.pacer.wait()  # one turn per call, however many learners
+                await self._slots.acquire()
+                slot = True
+                key = min((k for k, q in self.queues.items() if q), key=self._first_seen,
+                          default=None)
+                if key is None:
+                    continue
+                queue = self.queues[key]
+                taken = [e for e in queue[:self.batch_size] if not e.future.done()]
+                del queue[:self.batch_size]
+                if not queue:
+                    del self.queues[key]
+                if not taken:
+                    continue
+                self.picked(taken)
+                call = asyncio.get_running_loop().create_task(self._call(key, taken))
+                self._calls.add(call)
+                call.add_done_callback(self._done)
+                slot = False  # the call's now: released when it ends
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: its learners fail over to a retry, the loop goes on
+                logs.event(log, logs.ERROR, "batches.error", exc_info=True)
+                _fail_open(taken, TransientError("internal error in edx-hooks' batcher"))
+            finally:
+                if slot:
+                    self._slots.release()
+
+    def _loop_ended(self, loop: asyncio.Task) -> None:
+        """The loop only ends when halted; should it end otherwise, the
+        learners queued fail over to a retry rather than wait forever."""
+        if loop.cancelled() or self.halted:
+            return
+        logs.event(log, logs.ERROR, "batches.stopped", error=repr(loop.exception()))
+        self._loop = None
+        self.start()
 
     def _first_seen(self, key: Key) -> int:
         """Queues are served oldest first: by the id of their first item,
@@ -139,23 +182,26 @@ class Batcher:
             results = await self.lms.bulk(action, course, [e.email for e in entries],
                                           reason=reason([e.order for e in entries]),
                                           slot_taken=True, auto_enroll=auto_enroll)
-        except BaseException as error:  # the whole call's: every learner's in it
             for entry in entries:
                 if not entry.future.done():
-                    if isinstance(error, asyncio.CancelledError):
-                        entry.future.cancel()
+                    result = results.get(entry.email.lower()) or PermanentError(
+                        f"{action} answered without a result for the learner")
+                    if isinstance(result, Exception):
+                        entry.future.set_exception(result)
                     else:
-                        entry.future.set_exception(error)
-            if not isinstance(error, Exception):
-                raise
-            return
-        for entry in entries:
-            if not entry.future.done():
-                result = results[entry.email.lower()]
-                if isinstance(result, Exception):
-                    entry.future.set_exception(result)
-                else:
-                    entry.future.set_result(result)
+                        entry.future.set_result(result)
+        except asyncio.CancelledError:  # cut off at stop, past its bound
+            _fail_open(entries, TransientError(
+                "LMS unreachable: the call was cut off as the service stopped"))
+            raise
+        except Exception as error:  # the whole call's: every learner's in it
+            _fail_open(entries, error)
+
+
+def _fail_open(entries: list[Entry], error: Exception) -> None:
+    for entry in entries:
+        if not entry.future.done():
+            entry.future.set_exception(error)
 
 
 def reason(orders: list[str]) -> str:
@@ -165,11 +211,17 @@ def reason(orders: list[str]) -> str:
     text = "edx-hooks " + ", ".join(unique)
     if len(text) <= REASON_CHARS:
         return text
+
+    def more(k: int) -> str:
+        return f" and {k} more" if k else ""
+
     shown: list[str] = []
     for n, order in enumerate(unique):
-        more = f" and {len(unique) - n} more"
-        candidate = "edx-hooks " + ", ".join([*shown, order])
-        if len(candidate) + len(f" and {len(unique) - n - 1} more") > REASON_CHARS:
-            return "edx-hooks " + ", ".join(shown) + more
+        if len("edx-hooks " + ", ".join([*shown, order]) + more(len(unique) - n - 1)) \
+                > REASON_CHARS:
+            break
         shown.append(order)
-    return text[:REASON_CHARS]
+    if not shown:  # the first order's name alone is too long: as much of it as fits
+        tail = more(len(unique) - 1)
+        return ("edx-hooks " + unique[0])[:REASON_CHARS - len(tail)] + tail
+    return "edx-hooks " + ", ".join(shown) + more(len(unique) - len(shown))

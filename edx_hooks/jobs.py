@@ -81,7 +81,9 @@ class Admission:
             await future
         except asyncio.CancelledError:
             if future.cancelled():
-                self._waiting.remove((n, future))
+                if (n, future) in self._waiting:  # give() may have dropped it already
+                    self._waiting.remove((n, future))
+                self.give(0)  # those behind it may fit now
             else:
                 self.give(n)  # granted as it was cancelled
             raise
@@ -181,6 +183,8 @@ async def drain(timeout: float) -> list[int]:
         task.cancel()
     if late:
         await asyncio.wait(late, timeout=1.0)
+    if rt.batcher is not None:
+        await rt.batcher.close()
     return interrupted
 
 
@@ -227,7 +231,16 @@ async def _run(item_ids: list[int],
             chunk = mine[start:start + rt.admission.capacity]
             await rt.admission.take(len(chunk))  # given back item by item
             admitted = len(chunk)
-            rows = {row["id"]: row for row in await rt.store.items_for_jobs(chunk)}
+            try:
+                rows = {row["id"]: row for row in await rt.store.items_for_jobs(chunk)}
+            except StoreClosed:
+                raise
+            except Exception:  # the database busy, say: these items and the rest, later
+                logs.event(log, logs.ERROR, "items.unread", items=len(mine) - start,
+                           exc_info=True)
+                for item_id in mine[start:]:
+                    _again(rt, item_id, rt.delay_seconds)
+                break
             admitted = 0
             # return_exceptions: the job ends only when every item's task has
             # (stopping waits for the job, so for a call under way in any)
@@ -425,8 +438,11 @@ async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -
                             wait_until=now + rt.account_wait, event="item.awaiting_account")
     except Halted:
         return None  # stopping before the call went out: still pending, no attempt used
-    except Withdrawn:  # refunded while it waited for its batch
-        return await _withdraw(rt, item, ids)
+    except Withdrawn:  # refunded while it waited for its batch: as it is now
+        fresh = await rt.store.item_for_job(item_id)
+        if fresh is None or fresh["state"] != item["state"]:
+            return None  # changed meanwhile (by `edx-hooks retry`, say): not ours now
+        return await _withdraw(rt, fresh, ids)
     except Throttled as e:
         # Throttling is the LMS pacing us, not a failed attempt.
         when = utcnow() + dt.timedelta(seconds=e.retry_after)

@@ -129,6 +129,9 @@ class StandinLMS:
         self.throttled = 0  # how many 429s it answered
         #: seconds every enrollment call takes to answer
         self.latency = 0.0
+        #: while set and not yet set free, bulk enrollment calls wait for it
+        #: (a call held for as long as a test needs it under way)
+        self.hold: asyncio.Event | None = None
         self._accepted: list[float] = []
         self.server: HTTPServer | None = None
         self.url = ""
@@ -317,6 +320,8 @@ class _BulkEnroll(_Base):
             return
         if self.lms.latency:
             await asyncio.sleep(self.lms.latency)
+        if self.lms.hold is not None:
+            await self.lms.hold.wait()
         if not self.authorized() or self.throttled():
             return
         courses = [c.strip() for c in form.get("courses", "").split(",") if c.strip()]

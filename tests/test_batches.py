@@ -56,7 +56,7 @@ async def test_one_call_per_course_with_an_exact_outcome_per_learner(harness, lm
 @pytest.mark.gen_test
 async def test_a_whole_call_failing_transiently_costs_each_an_attempt(harness, lms):
     lms.forced.append(Forced(status=503))
-    await harness.start(retry={"delay_seconds": 0.5})
+    await harness.start(retry={"delay_seconds": 2})  # long enough to see between attempts
     await harness.shopify(shopify_order(*[line_item(email=f"t{n}@example.org")
                                           for n in range(3)]))
     await until(lambda: {i["attempts"] for i in harness.items()} == {1}
@@ -113,20 +113,26 @@ async def test_a_crash_during_a_batch_call_repeats_that_call_only(harness, lms, 
                                 "held2@example.org": 2, "free@example.org": 1}
 
 
+def refund(order: dict, lines: list[dict]) -> dict:
+    return {"id": 9, "order_id": order["id"], "refund_line_items": [
+        {"id": n, "line_item_id": line["id"], "quantity": 1} for n, line in enumerate(lines)]}
+
+
+REFUND = {"path": "/webhooks/shopify/refund/create",
+          "headers": {"X-Shopify-Topic": "refunds/create"}}
+
+
 @pytest.mark.gen_test
 async def test_a_refund_while_its_batch_is_in_flight_unenrolls_after(harness, lms):
-    lms.latency = 1.0  # the batch call takes a second
+    lms.hold = asyncio.Event()  # the batch call stays under way until set free
     await harness.start(shopify={"unenroll_on_refund": True})
     lines = [line_item(email=f"f{n}@example.org") for n in range(2)]
     order = shopify_order(*lines)
     await harness.shopify(order)
-    await until(lambda: lms.in_flight)
-    response = await harness.shopify(
-        {"id": 9, "order_id": order["id"], "refund_line_items": [
-            {"id": n, "line_item_id": line["id"], "quantity": 1}
-            for n, line in enumerate(lines)]},
-        path="/webhooks/shopify/refund/create", headers={"X-Shopify-Topic": "refunds/create"})
-    assert response.code == 200
+    await until(lambda: lms.calls)
+    assert (await harness.shopify(refund(order, lines), **REFUND)).code == 200
+    assert lms.in_flight and {i["state"] for i in harness.items()} == {"pending"}
+    lms.hold.set()  # the LMS enrolls them; the refund that came meanwhile follows
     await until(lambda: {i["state"] for i in harness.items()} == {"unenrolled"}, timeout=15)
     actions = [(x.action, x.email) for x in lms.learners()]
     assert actions[:2] == [("enroll", "f0@example.org"), ("enroll", "f1@example.org")]
@@ -135,11 +141,51 @@ async def test_a_refund_while_its_batch_is_in_flight_unenrolls_after(harness, lm
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_orders_arriving_while_a_call_waits_its_turn_share_the_next(harness, lms):
-    await harness.start(lms={"max_calls_per_minute": 60})  # a call a second
+async def test_a_refund_while_a_retry_waits_for_its_batch_unenrolls_a_timed_out_call(
+        harness, lms):
+    """The first call timed out (the LMS may have enrolled the learner); the
+    refund comes while the retry waits for its batch's turn: it is not sent,
+    and the learner is unenrolled, in case."""
+    from edx_hooks import jobs
+    lms.forced.append(Forced(status=200, hang=30, body="{}"))
+    await harness.start(shopify={"unenroll_on_refund": True},
+                        lms={"timeout_seconds": 0.5, "max_calls_per_minute": 20},  # 3 s apart
+                        retry={"delay_seconds": 0.1})
+    line = line_item(email="maybe@example.org")
+    order = shopify_order(line)
+    await harness.shopify(order)
+    await until(lambda: jobs._runtime.batcher.queues  # the retry, in the queue
+                and harness.items()[0]["reason"].startswith("LMS unreachable"))
+    assert (await harness.shopify(refund(order, [line]), **REFUND)).code == 200
+    await until(lambda: harness.items()[0]["state"] == "unenrolled", timeout=20)
+    await harness.quiet()
+    assert [(c.form["action"], c.form["identifiers"]) for c in lms.calls] == [
+        ("enroll", "maybe@example.org"), ("unenroll", "maybe@example.org")]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_refund_while_waiting_for_its_batch_is_never_sent(harness, lms):
+    from edx_hooks import jobs
+    await harness.start(lms={"max_calls_per_minute": 20})  # a call every 3 s
     first = shopify_order(line_item(email="first@example.org"))
     await harness.shopify(first)
-    await until(lambda: lms.calls)  # the first call went at once; the next in a second
+    await until(lambda: lms.calls)
+    line = line_item(email="late@example.org")
+    order = shopify_order(line)
+    await harness.shopify(order)
+    await until(lambda: jobs._runtime.batcher.queues)  # waits for the next turn
+    assert (await harness.shopify(refund(order, [line]), **REFUND)).code == 200
+    await until(lambda: harness.items()[1]["state"] == "not-enrolled", timeout=10)
+    assert harness.items()[1]["reason"] == "refunded before it was enrolled: not enrolled"
+    assert [c.form["identifiers"] for c in lms.calls] == ["first@example.org"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_orders_arriving_while_a_call_waits_its_turn_share_the_next(harness, lms):
+    await harness.start(lms={"max_calls_per_minute": 15})  # a call every 4 s
+    first = shopify_order(line_item(email="first@example.org"))
+    await harness.shopify(first)
+    await until(lambda: lms.calls)  # the first call went at once; the next in 4 s
     later = [shopify_order(line_item(email=f"l{n}@example.org")) for n in range(5)]
     for order in later:
         await harness.shopify(order)
@@ -167,6 +213,10 @@ def test_the_audit_reason_names_the_orders_as_far_as_the_field_holds():
     long = reason([f"shopify #{n}" for n in range(1000, 1100)])
     assert len(long) <= 255 and long.startswith("edx-hooks shopify #1000, shopify #1001")
     assert re.search(r", shopify #\d+ and \d+ more$", long)
+    # an order whose name alone is too long: as much of it as fits
+    odd = reason(["shopify " + "x" * 300, "shopify #2"])
+    assert len(odd) == 255 and odd.startswith("edx-hooks shopify xxx")
+    assert odd.endswith("x and 1 more")
 
 
 @pytest.mark.gen_test
@@ -215,3 +265,88 @@ async def test_admission_is_first_come_first_served_and_never_held_in_part():
     await asyncio.sleep(0)
     admission.give(1)
     assert admission.free == 4 and not admission._waiting
+
+
+@pytest.mark.gen_test
+async def test_admission_wakes_the_next_when_the_first_waiting_leaves():
+    from edx_hooks.jobs import Admission
+    admission = Admission(4)
+    await admission.take(2)
+    head = asyncio.ensure_future(admission.take(4))  # waits for all four
+    behind = asyncio.ensure_future(admission.take(2))  # two are free, but behind it
+    await asyncio.sleep(0)
+    assert not head.done() and not behind.done()
+    head.cancel()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert behind.done() and not behind.cancelled() and admission.free == 0
+    # a waiter cancelled after give() passed it over leaves no trace either
+    gone = asyncio.ensure_future(admission.take(1))
+    await asyncio.sleep(0)
+    gone.cancel()
+    admission.give(2)
+    await asyncio.sleep(0)
+    assert gone.cancelled() and admission.free == 2 and not admission._waiting
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_stop_during_an_account_lookup_sends_nothing_more(harness, lms):
+    from edx_hooks import jobs
+    lms.account_latency = 1.0  # the lookup is under way when the stop comes
+    await harness.start(products=[{"sku": "PY-CERT", "courses": [COURSE],
+                                   "mode": "verified"}])
+    await harness.shopify(shopify_order(line_item(sku="PY-CERT", email="new@example.org")))
+    await until(lambda: lms.account_lookups)
+    # the lookup's end, not the stop's bound: a hang here fails the test
+    assert await asyncio.wait_for(jobs.drain(60), timeout=20) == []
+    assert lms.calls == []
+    item = harness.items()[0]
+    assert (item["state"], item["attempts"]) == ("pending", 0)  # the next start resumes it
+
+
+@pytest.mark.allow_tracebacks
+@pytest.mark.gen_test(timeout=60)
+async def test_a_fault_in_the_batcher_fails_over_to_a_retry_and_it_goes_on(harness, lms, caplog):
+    from edx_hooks import jobs
+    await harness.start(retry={"delay_seconds": 0.2})
+    batcher = jobs._runtime.batcher
+    real, faults = batcher.picked, []
+
+    def faulty(entries):
+        if not faults:
+            faults.append(len(entries))
+            raise RuntimeError("a bug")
+        real(entries)
+
+    batcher.picked = faulty
+    await harness.shopify(shopify_order(line_item(email="one@example.org"),
+                                        line_item(email="two@example.org")))
+    await until(lambda: {i["state"] for i in harness.items()} == {"enrolled"}, timeout=15)
+    await harness.quiet()
+    assert faults == [2]
+    assert [(x.action, x.email) for x in lms.learners()] == [
+        ("enroll", "one@example.org"), ("enroll", "two@example.org")]
+    assert {i["attempts"] for i in harness.items()} == {2}
+    assert any("event=batches.error" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.allow_tracebacks
+@pytest.mark.gen_test(timeout=60)
+async def test_a_job_whose_read_fails_gives_its_items_another_later(harness, lms):
+    import sqlalchemy.exc
+    await harness.start(retry={"delay_seconds": 0.2})
+    store, failures = harness.service.store, []
+    real = store.items_for_jobs
+
+    async def busy_once(item_ids):
+        if not failures:
+            failures.append(list(item_ids))
+            raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+        return await real(item_ids)
+
+    store.items_for_jobs = busy_once
+    await harness.shopify(shopify_order(line_item(email="x@example.org"),
+                                        line_item(email="y@example.org")))
+    await until(lambda: {i["state"] for i in harness.items()} == {"enrolled"}, timeout=15)
+    assert failures == [[1, 2]]
+    assert {i["attempts"] for i in harness.items()} == {1}  # a read is not an attempt
