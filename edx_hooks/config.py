@@ -175,8 +175,14 @@ def mode(value: Any) -> str:
 
 
 def course_ids(value: Any) -> list[str]:
-    """One course id, or a list of them (a bundle)."""
+    """One course id, or a list of them (a bundle; in the environment a JSON
+    array)."""
     from .lms import is_course_id
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("must be a course id, or a JSON array of course ids") from None
     values = value if isinstance(value, list) else [value]
     if not values:
         raise ValueError("must name at least one course")
@@ -339,6 +345,8 @@ class Logging:
                          "log level (learner emails appear only at debug)")
     format: str = setting("text", choice("text", "json"),
                           "text: event=... key=value lines; json: one JSON object per line")
+    stream: str = setting("stderr", choice("stderr", "stdout"),
+                          "where the logs go when not to syslog (stdout: a container's log)")
     syslog: bool = setting(False, boolean, "log to syslog (facility local0) instead of stderr")
     syslog_address: str = setting("/dev/log", syslog_address,
                                   "syslog socket path, or host:port for UDP")

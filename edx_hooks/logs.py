@@ -96,7 +96,7 @@ def setup(settings: Logging) -> None:
             facility=logging.handlers.SysLogHandler.LOG_LOCAL0, socktype=socket.SOCK_DGRAM)
         text_format = "edx-hooks[%(process)d]: %(levelname)s %(name)s %(message)s"
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(sys.stdout if settings.stream == "stdout" else sys.stderr)
         text_format = "%(asctime)s %(levelname)s %(name)s %(message)s"
     handler.setFormatter(JSONFormatter() if settings.format == "json"
                          else logging.Formatter(text_format))

@@ -54,6 +54,24 @@ def test_a_storefront_can_be_configured_from_the_environment_alone(tmp_path):
     assert cfg.storefronts == ["shopify"]
 
 
+def test_a_catalog_and_a_bundle_from_the_environment_alone(tmp_path):
+    """As the Tutor plugin configures it: a bundle's courses as a JSON array."""
+    cfg = load(tmp_path, MINIMAL, {
+        "EDX_HOOKS_PRODUCTS_0_SKU": "PY-CERT", "EDX_HOOKS_PRODUCTS_0_MODE": "verified",
+        "EDX_HOOKS_PRODUCTS_0_COURSES": "course-v1:Demo+PY101+2026",
+        "EDX_HOOKS_PRODUCTS_1_SKU": "BUNDLE",
+        "EDX_HOOKS_PRODUCTS_1_COURSES":
+            '["course-v1:Demo+PY101+2026", "course-v1:Demo+DS201+2026"]',
+        "EDX_HOOKS_LOGGING_STREAM": "stdout"})
+    assert [(p.sku, p.courses, p.mode) for p in cfg.products] == [
+        ("PY-CERT", ["course-v1:Demo+PY101+2026"], "verified"),
+        ("BUNDLE", ["course-v1:Demo+PY101+2026", "course-v1:Demo+DS201+2026"], "")]
+    assert cfg.logging.stream == "stdout"
+    assert "a JSON array of course ids" in error(
+        tmp_path, MINIMAL, {"EDX_HOOKS_PRODUCTS_0_SKU": "X",
+                            "EDX_HOOKS_PRODUCTS_0_COURSES": '["course-v1:A+B+C",'})
+
+
 def test_no_file_at_all(tmp_path):
     cfg = config.load(None, {"EDX_HOOKS_LMS_BASE_URL": "http://lms", "EDX_HOOKS_LMS_CLIENT_ID": "c",
                              "EDX_HOOKS_LMS_CLIENT_SECRET": "s"})
