@@ -387,6 +387,28 @@ def woo_order(*lines: dict[str, Any], order_id: int | None = None, paid: bool = 
     }
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server the test starts)."""
+    sock, port = bind_unused_port()
+    sock.close()
+    return port
+
+
+async def wait_for_port(port: int, timeout: float = 20) -> None:
+    """Wait until a server the test started listens on ``port``."""
+    async def up() -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return True
+        except OSError:
+            return False
+    deadline = time.monotonic() + timeout
+    while not await up():
+        assert time.monotonic() < deadline, f"nothing listens on port {port}"
+        await asyncio.sleep(0.05)
+
+
 async def until(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
     """Wait until ``check()`` is truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout

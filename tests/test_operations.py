@@ -15,17 +15,18 @@ from pathlib import Path
 
 import pytest
 from tornado.httpclient import HTTPRequest
-from tornado.testing import bind_unused_port
 
 from edx_hooks.cli import parser
 
 from .conftest import (
     SHOPIFY_SECRET,
     WOO_SECRET,
+    free_port,
     line_item,
     shopify_order,
     shopify_signature,
     until,
+    wait_for_port,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,8 +188,7 @@ async def test_through_a_real_nginx_the_client_address_is_the_original_one(
     assert "proxy_pass http://127.0.0.1:8090;" in include
     (tmp_path / "edx-hooks.conf").write_text(
         include.replace("127.0.0.1:8090", f"127.0.0.1:{service.port}"))
-    sock, nginx_port = bind_unused_port()
-    sock.close()
+    nginx_port = free_port()
     (tmp_path / "nginx.conf").write_text(f"""
         worker_processes 1;
         daemon off;
@@ -213,17 +213,7 @@ async def test_through_a_real_nginx_the_client_address_is_the_original_one(
         NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
         stderr=asyncio.subprocess.PIPE)
     try:
-        async def up() -> bool:
-            try:
-                _, w = await asyncio.open_connection("127.0.0.1", nginx_port)
-                w.close()
-                return True
-            except OSError:
-                return False
-        for _ in range(100):
-            if await up():
-                break
-            await asyncio.sleep(0.05)
+        await wait_for_port(nginx_port)
         # the shop connects from 127.0.0.2; nginx reaches edx-hooks from 127.0.0.1
         order = shopify_order(line_item(email="ada@example.org"))
         body = json.dumps(order).encode()

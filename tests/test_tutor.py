@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.testing import bind_unused_port
 
 import edx_hooks
 from edx_hooks import config
@@ -38,10 +37,12 @@ from .conftest import (
     SHOPIFY_SECRET,
     WOO_SECRET,
     WOO_SOURCE,
+    free_port,
     line_item,
     shopify_order,
     shopify_signature,
     until,
+    wait_for_port,
 )
 from .standin_lms import StandinLMS
 
@@ -440,26 +441,6 @@ def test_init_fails_loudly_and_still_hides_the_secret(tutor, tmp_path):
 #: Caddy of Tutor 22's image), else the system's (Debian's, from .ci/run)
 CADDY = next((str(p) for p in [Path(sys.executable).with_name("caddy")] if p.exists()),
              shutil.which("caddy"))
-
-
-def free_port() -> int:
-    sock, port = bind_unused_port()
-    sock.close()
-    return port
-
-
-async def wait_for_port(port: int, timeout: float = 20) -> None:
-    async def up() -> bool:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return True
-        except OSError:
-            return False
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await up():
-        assert asyncio.get_running_loop().time() < deadline, f"nothing listens on {port}"
-        await asyncio.sleep(0.05)
 
 
 def rows(db: Path, table: str) -> list[dict[str, Any]]:
