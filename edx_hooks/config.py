@@ -102,15 +102,21 @@ def secret(value: Any) -> str:
     return value
 
 
-def secrets(value: Any) -> list[str]:
-    """One secret, or several (a list; in the environment a JSON array) during
-    a rotation: a delivery is genuine if any of them verifies it."""
+def one_or_list(value: Any, bad_json: str) -> list[Any]:
+    """A value, or a list of them: a TOML array, or in the environment (where
+    everything is a string) a JSON array."""
     if isinstance(value, str) and value.strip().startswith("["):
         try:
             value = json.loads(value)
         except ValueError:
-            raise ValueError("must be a secret, or a JSON array of secrets") from None
-    values = value if isinstance(value, list) else [value]
+            raise ValueError(bad_json) from None
+    return value if isinstance(value, list) else [value]
+
+
+def secrets(value: Any) -> list[str]:
+    """One secret, or several during a rotation: a delivery is genuine if any
+    of them verifies it."""
+    values = one_or_list(value, "must be a secret, or a JSON array of secrets")
     if not values:
         raise ValueError("must hold at least one secret")
     return [secret(v) for v in values]
@@ -175,15 +181,9 @@ def mode(value: Any) -> str:
 
 
 def course_ids(value: Any) -> list[str]:
-    """One course id, or a list of them (a bundle; in the environment a JSON
-    array)."""
+    """One course id, or a list of them (a bundle)."""
     from .lms import is_course_id
-    if isinstance(value, str) and value.strip().startswith("["):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ValueError("must be a course id, or a JSON array of course ids") from None
-    values = value if isinstance(value, list) else [value]
+    values = one_or_list(value, "must be a course id, or a JSON array of course ids")
     if not values:
         raise ValueError("must name at least one course")
     found = []
