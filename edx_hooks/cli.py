@@ -275,12 +275,13 @@ async def _check(cfg: Config, args: argparse.Namespace) -> int:
 
     print(f"config OK: listening on {cfg.server.address}:{cfg.server.port}, database "
           f"{cfg.database.url}, storefronts: {', '.join(cfg.storefronts) or 'none'}")
-    for name in cfg.storefronts:  # what to subscribe, where (behind the LMS's web server)
+    public = cfg.server.public_url or cfg.lms.base_url  # /webhooks/ is on the LMS's host
+    for name in cfg.storefronts:  # what to subscribe, where
         storefront = STOREFRONTS[name]
         shops = ", ".join(storefront.shop_id(shop) for shop in cfg.shops[name])
         print(f"{name} ({shops}): webhooks to subscribe, by URL and topic:")
         for endpoint in storefront.endpoints:
-            print(f"  {cfg.lms.base_url}/webhooks/{name}/{endpoint.path}  "
+            print(f"  {public}/webhooks/{name}/{endpoint.path}  "
                   f"[{', '.join(endpoint.topics)}]: {endpoint.does}")
     line, ok = status(cfg.database.url)
     print(line if ok else f"FAIL {line}")

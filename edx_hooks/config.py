@@ -132,6 +132,18 @@ def http_url(value: Any) -> str:
     return value.rstrip("/")
 
 
+def public_url(value: Any) -> str:
+    value = text(value).strip()
+    if not value:
+        return ""
+    parts = urllib.parse.urlsplit(value)
+    if (parts.scheme not in ("http", "https") or not parts.hostname
+            or parts.path not in ("", "/") or parts.query or parts.fragment):
+        raise ValueError("must be the root URL shops reach the LMS host at, such as "
+                         "https://lms.example.org, or empty (lms.base_url)")
+    return value.rstrip("/")
+
+
 def syslog_address(value: Any) -> str:
     value = nonempty(value)
     if value.startswith("/"):
@@ -272,6 +284,9 @@ class Server:
                                  "largest accepted request body in bytes; larger ones get 413")
     client_timeout_seconds: float = setting(
         10.0, number(1, 3600), "a client sending its headers or body slower than this is cut off")
+    public_url: str = setting("", public_url,
+                              "the root URL shops call /webhooks/ at, for the webhook URLs "
+                              "`check-config` lists; empty = lms.base_url")
 
 
 @dataclass(frozen=True, kw_only=True)

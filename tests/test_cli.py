@@ -189,6 +189,17 @@ async def test_check_config_offline_and_online(harness, lms):
 
 
 @pytest.mark.gen_test
+async def test_check_config_lists_the_webhooks_at_the_public_url(harness, lms):
+    """Where edx-hooks calls the LMS by an inside name (Tutor: http://lms:8000),
+    the URLs to give the shop are the public ones."""
+    await harness.start(server={"public_url": "https://lms.example.org/"})
+    code, out, _ = await harness.cli("check-config")
+    assert code == 0
+    assert "  https://lms.example.org/webhooks/shopify/order/create  [orders/create" in out
+    assert lms.url not in out.split("storefronts:")[1]
+
+
+@pytest.mark.gen_test
 async def test_check_config_online_says_when_the_view_is_off(harness, lms):
     lms.forced.append(Forced(status=404))  # the unauthenticated probe
     await harness.start()

@@ -98,6 +98,8 @@ def test_no_file_at_all(tmp_path):
     ({**MINIMAL, "server": {"xheaders": "maybe"}}, {},
      "server.xheaders = 'maybe' must be true or false"),
     ({**MINIMAL, "database": {"url": "sqlite:///x.db"}}, {}, "SQLite needs the async driver"),
+    ({**MINIMAL, "server": {"public_url": "https://lms.example.org/webhooks"}}, {},
+     "server.public_url = 'https://lms.example.org/webhooks' must be the root URL"),
 ])
 def test_bad_values_name_the_key_and_the_fix(tmp_path, sections, env, expected):
     message = error(tmp_path, sections, env)

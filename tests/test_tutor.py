@@ -172,6 +172,8 @@ def test_the_settings_become_a_valid_edx_hooks_configuration(tutor):
     assert all(name.startswith(("EDX_HOOKS_", "PYTHON")) for name in env), env
     cfg = config.load(None, env)  # exactly what `edx-hooks serve` reads in the container
     assert cfg.lms.base_url == "http://lms:8000"
+    # the URLs check-config tells to give the shops: their view, not the inside one
+    assert cfg.server.public_url == f"http://{LMS_HOST}"  # ENABLE_HTTPS is off here
     assert (cfg.lms.client_id, cfg.lms.client_secret) == (
         "edx-hooks", tutor.config()["EDXHOOKS_OAUTH2_CLIENT_SECRET"])
     assert cfg.server.xheaders is True and cfg.server.address == "0.0.0.0"
@@ -211,13 +213,16 @@ def test_a_setting_of_the_wrong_shape_is_named(tutor, tmp_path):
     assert "EDXHOOKS_SETTINGS: server.port is the plugin's to set" in proc.stdout + proc.stderr
 
 
-def test_the_grace_period_covers_a_longer_lms_timeout(tmp_path):
+def test_the_grace_period_covers_a_longer_lms_timeout_and_https_is_public(tmp_path):
     t = Tutor(tmp_path)
     t("config", "save")
     t("plugins", "install", str(PLUGIN))
     t("plugins", "enable", "edxhooks")
-    t("config", "save", "--set", "EDXHOOKS_SETTINGS={lms: {timeout_seconds: 120}}")
+    t("config", "save", "--set", "EDXHOOKS_SETTINGS={lms: {timeout_seconds: 120}}",
+      "--set", f"LMS_HOST={LMS_HOST}", "--set", "ENABLE_HTTPS=true")
     assert compose_service(t)["stop_grace_period"] == "140s"  # 120 + 5 s drain + a margin
+    assert compose_service(t)["environment"]["EDX_HOOKS_SERVER_PUBLIC_URL"] == \
+        f"https://{LMS_HOST}"
     [deployment] = [d for d in yaml.safe_load_all(t.read("k8s", "deployments.yml"))
                     if d and d["metadata"]["name"] == "edxhooks"]
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 140

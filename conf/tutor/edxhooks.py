@@ -108,6 +108,9 @@ def environment(config: dict[str, t.Any]) -> list[tuple[str, str]]:
         "EDX_HOOKS_LMS_CLIENT_SECRET": config["EDXHOOKS_OAUTH2_CLIENT_SECRET"],
         # behind Caddy, which sets X-Real-IP to the address it sees
         "EDX_HOOKS_SERVER_XHEADERS": True,
+        # what shops call, for the webhook URLs `check-config` lists
+        "EDX_HOOKS_SERVER_PUBLIC_URL":
+            f"{'https' if config['ENABLE_HTTPS'] else 'http'}://{config['LMS_HOST']}",
     }
     for key, section in LISTS.items():
         tables = config[key]
@@ -165,8 +168,8 @@ def _text(value: t.Any) -> str:
 
 
 def _environment_of(*values: t.Any) -> list[tuple[str, str]]:
-    keys = ("EDXHOOKS_OAUTH2_CLIENT_ID", "EDXHOOKS_OAUTH2_CLIENT_SECRET", *LISTS,
-            "EDXHOOKS_SETTINGS")
+    keys = ("LMS_HOST", "ENABLE_HTTPS", "EDXHOOKS_OAUTH2_CLIENT_ID",
+            "EDXHOOKS_OAUTH2_CLIENT_SECRET", *LISTS, "EDXHOOKS_SETTINGS")
     return environment(dict(zip(keys, values, strict=True)))
 
 
@@ -175,7 +178,7 @@ hooks.Filters.ENV_TEMPLATE_VARIABLES.add_items([("edxhooks_environment", _enviro
 hooks.Filters.ENV_TEMPLATE_FILTERS.add_item(("edxhooks_shell", shlex.quote))
 
 #: the arguments of edxhooks_environment() in a template
-ENVIRONMENT_CALL = ("edxhooks_environment(EDXHOOKS_OAUTH2_CLIENT_ID, "
+ENVIRONMENT_CALL = ("edxhooks_environment(LMS_HOST, ENABLE_HTTPS, EDXHOOKS_OAUTH2_CLIENT_ID, "
                     "EDXHOOKS_OAUTH2_CLIENT_SECRET, EDXHOOKS_SHOPIFY, EDXHOOKS_WOOCOMMERCE, "
                     "EDXHOOKS_PRODUCTS, EDXHOOKS_SETTINGS)")
 
