@@ -74,7 +74,8 @@ async def test_a_learner_without_an_account_gets_the_mode_once_activated(harness
     [bulk] = lms.calls
     assert (bulk.form["action"], bulk.form["auto_enroll"]) == ("enroll", "true")
     assert lms.allowances == {("newbie@example.org", COURSE): True}
-    assert events(caplog, "item.awaiting_account")
+    # logged once the state is written: the state can be read a moment before
+    await until(lambda: events(caplog, "item.awaiting_account"))
     code, out, _ = await harness.cli("orders", "--state", "awaiting-account")
     assert code == 0 and str(order["id"]) in out
     await until(lambda: len(lms.account_lookups) >= 3)  # checks come and find no account
@@ -84,7 +85,7 @@ async def test_a_learner_without_an_account_gets_the_mode_once_activated(harness
     assert lms.enrollment("newbie@example.org", COURSE).mode == "audit"
     await until(lambda: harness.items()[0]["state"] == "enrolled")
     assert lms.enrollment("newbie@example.org", COURSE).mode == "verified"
-    [mode_set] = events(caplog, "item.mode_set")
+    [mode_set] = await until(lambda: events(caplog, "item.mode_set"))
     assert "mode=verified" in mode_set and f"order={order['id']}" in mode_set
     await harness.quiet()
     assert len(lms.learners()) == 1 and len(lms.mode_calls) == 1
@@ -252,6 +253,8 @@ async def test_a_refund_during_an_account_check_is_not_pushed_back(harness, lms)
     order = shopify_order(line)
     await harness.shopify(order)
     await until(lambda: harness.items()[0]["state"] == "awaiting-account")
+    # the job schedules its check once the state is written: after it, ours replaces it
+    await until(lambda: harness.service.scheduler.get_job("account-1"))
     lms.account_latency = 1.0
     # its check comes now, and its lookup is slow
     scheduler.schedule_check(harness.service.scheduler, 1, utcnow())
@@ -317,7 +320,7 @@ async def test_a_restart_while_awaiting_the_account_loses_nothing(harness, lms, 
     await until(lambda: [i["state"] for i in harness.items()] == ["enrolled"] * 2)
     for course in (COURSE, DS):
         assert lms.enrollment("later@example.org", course).mode == "verified"
-    assert service.lines("item.mode_set")
+    assert await until(lambda: service.lines("item.mode_set"))
 
 
 @pytest.mark.gen_test

@@ -178,16 +178,19 @@ async def test_long_outage_fails_items_with_the_last_error_and_the_operator_retr
 @pytest.mark.gen_test
 async def test_paced_burst_is_never_throttled(harness, lms, serve):
     lms.throttle = (10, 1.0)  # the LMS allows 10 calls a second (600 a minute)
-    service = serve(lms={"max_calls_per_minute": 480})  # we pace at 8 a second
+    # we pace at 8 a second; one learner a call, so that 40 orders are 40 calls
+    # (unpaced, the same burst is throttled: the test below)
+    service = serve(lms={"max_calls_per_minute": 480, "batch_size": 1})
     await service.start()
     for n in range(40):
         assert (await harness.shopify(shopify_order(line_item(email=f"b{n}@example.org")))).code \
             == 200
     await until(lambda: enrolled(harness, 40), timeout=20)
+    assert len(lms.calls) == 40 and len(lms.learners()) == 40
+    # The stand-in's own sliding window saw no burst. (How evenly the calls
+    # arrive is wall-clock: loopback jitter of a loaded machine, not ours to
+    # assert here.)
     assert lms.throttled == 0
-    assert len(lms.learners()) == 40
-    gaps = [b.at - a.at for a, b in zip(lms.calls, lms.calls[1:], strict=False)]
-    assert min(gaps) > 0.1  # evenly spaced, no burst
 
 
 @pytest.mark.gen_test
