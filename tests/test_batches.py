@@ -95,7 +95,7 @@ async def test_a_whole_call_refused_fails_each(harness, lms):
 
 @pytest.mark.gen_test(timeout=120)
 async def test_a_crash_during_a_batch_call_repeats_that_call_only(harness, lms, serve):
-    service = serve()
+    service = serve(lms={"timeout_seconds": 30})  # the held call outlasts the test's steps
     await service.start()
     lms.forced.append(Forced(status=200, hang=60, body="{}"))  # holds the first call
     held = shopify_order(*[line_item(email=f"held{n}@example.org") for n in range(3)])

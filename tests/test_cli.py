@@ -150,8 +150,9 @@ async def test_replay_of_a_truncated_body_is_refused(harness):
 
 @pytest.mark.gen_test
 async def test_prune_keeps_orders_and_unfinished_deliveries(harness, lms):
-    await harness.start()
-    lms.forced.append(Forced(status=200, hang=30, body="{}"))  # this one stays pending
+    # the held call outlasts what follows, CLI start included, by a wide margin
+    await harness.start(lms={"timeout_seconds": 15})
+    lms.forced.append(Forced(status=200, hang=8, body="{}"))  # this one stays pending
     await harness.shopify(shopify_order(line_item(email="slow@example.org")))
     await until(lambda: lms.calls)
     await harness.shopify(shopify_order(line_item(email="done@example.org")))
