@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -24,6 +26,17 @@ def test_every_command_has_help(command, capsys):
         parser().parse_args([command, "--help"])
     assert e.value.code == 0
     assert "usage: edx-hooks " + command in capsys.readouterr().out
+
+
+def test_a_reader_that_goes_away_gets_no_traceback():
+    """`edx-hooks settings | head -1`: the pipe is closed before the output."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from edx_hooks.cli import main; "
+                             "sys.exit(main(['settings']))"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # long before the child has imported what it needs and printed
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err == b""
 
 
 @pytest.mark.gen_test
