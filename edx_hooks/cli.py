@@ -438,7 +438,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # where a buffered output meets the closed pipe
+        return code
     except BrokenPipeError:
         # the reader went away (`edx-hooks orders | head`): no traceback, and
         # stdout pointed at nothing so that the flush at exit does not fail too

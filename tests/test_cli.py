@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -28,11 +29,16 @@ def test_every_command_has_help(command, capsys):
     assert "usage: edx-hooks " + command in capsys.readouterr().out
 
 
-def test_a_reader_that_goes_away_gets_no_traceback():
-    """`edx-hooks settings | head -1`: the pipe is closed before the output."""
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_reader_that_goes_away_gets_no_traceback(unbuffered):
+    """`edx-hooks settings | head -1`: the pipe is closed before the output,
+    which Python writes at once (PYTHONUNBUFFERED) or at the end."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from edx_hooks.cli import main; "
                              "sys.exit(main(['settings']))"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     proc.stdout.close()  # long before the child has imported what it needs and printed
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
