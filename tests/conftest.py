@@ -305,6 +305,23 @@ def shopify_order(*lines: dict[str, Any], order_id: int | None = None) -> dict[s
 _line_ids = iter(range(9_000_000_001, 10_000_000_000))
 
 
+#: where Shopify delivers refunds/create: ``harness.shopify(body, **SHOPIFY_REFUND)``
+SHOPIFY_REFUND: dict[str, Any] = {"path": "/webhooks/shopify/refund/create",
+                                  "headers": {"X-Shopify-Topic": "refunds/create"}}
+
+
+def shopify_refund(order: dict[str, Any], *lines: dict[str, Any], refund_id: int = 9,
+                   embed: bool = False) -> dict[str, Any]:
+    """A refunds/create body: each of ``lines`` refunded whole (``embed``: with
+    the line item itself inside, as Shopify sends it)."""
+    refunded = []
+    for n, line in enumerate(lines, 1):
+        refunded.append({"id": n, "line_item_id": line["id"], "quantity": 1})
+        if embed:
+            refunded[-1]["line_item"] = line
+    return {"id": refund_id, "order_id": order["id"], "refund_line_items": refunded}
+
+
 def line_item(sku: Any = COURSE, email: Any = "learner@example.org",
               **extra: Any) -> dict[str, Any]:
     props = [] if email is None else [{"name": "email", "value": email}]

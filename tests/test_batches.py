@@ -12,7 +12,14 @@ import pytest
 
 from edx_hooks.batches import reason
 
-from .conftest import COURSE, line_item, shopify_order, until
+from .conftest import (
+    COURSE,
+    SHOPIFY_REFUND,
+    line_item,
+    shopify_order,
+    shopify_refund,
+    until,
+)
 from .standin_lms import Forced
 
 DS = "course-v1:Demo+DS201+2026"
@@ -113,15 +120,6 @@ async def test_a_crash_during_a_batch_call_repeats_that_call_only(harness, lms, 
                                 "held2@example.org": 2, "free@example.org": 1}
 
 
-def refund(order: dict, lines: list[dict]) -> dict:
-    return {"id": 9, "order_id": order["id"], "refund_line_items": [
-        {"id": n, "line_item_id": line["id"], "quantity": 1} for n, line in enumerate(lines)]}
-
-
-REFUND = {"path": "/webhooks/shopify/refund/create",
-          "headers": {"X-Shopify-Topic": "refunds/create"}}
-
-
 @pytest.mark.gen_test
 async def test_a_refund_while_its_batch_is_in_flight_unenrolls_after(harness, lms):
     lms.hold = asyncio.Event()  # the batch call stays under way until set free
@@ -130,7 +128,7 @@ async def test_a_refund_while_its_batch_is_in_flight_unenrolls_after(harness, lm
     order = shopify_order(*lines)
     await harness.shopify(order)
     await until(lambda: lms.calls)
-    assert (await harness.shopify(refund(order, lines), **REFUND)).code == 200
+    assert (await harness.shopify(shopify_refund(order, *lines), **SHOPIFY_REFUND)).code == 200
     assert lms.in_flight and {i["state"] for i in harness.items()} == {"pending"}
     lms.hold.set()  # the LMS enrolls them; the refund that came meanwhile follows
     await until(lambda: {i["state"] for i in harness.items()} == {"unenrolled"}, timeout=15)
@@ -156,7 +154,7 @@ async def test_a_refund_while_a_retry_waits_for_its_batch_unenrolls_a_timed_out_
     await harness.shopify(order)
     await until(lambda: jobs._runtime.batcher.queues  # the retry, in the queue
                 and harness.items()[0]["reason"].startswith("LMS unreachable"))
-    assert (await harness.shopify(refund(order, [line]), **REFUND)).code == 200
+    assert (await harness.shopify(shopify_refund(order, line), **SHOPIFY_REFUND)).code == 200
     await until(lambda: harness.items()[0]["state"] == "unenrolled", timeout=20)
     await harness.quiet()
     assert [(c.form["action"], c.form["identifiers"]) for c in lms.calls] == [
@@ -174,7 +172,7 @@ async def test_a_refund_while_waiting_for_its_batch_is_never_sent(harness, lms):
     order = shopify_order(line)
     await harness.shopify(order)
     await until(lambda: jobs._runtime.batcher.queues)  # waits for the next turn
-    assert (await harness.shopify(refund(order, [line]), **REFUND)).code == 200
+    assert (await harness.shopify(shopify_refund(order, line), **SHOPIFY_REFUND)).code == 200
     await until(lambda: harness.items()[1]["state"] == "not-enrolled", timeout=10)
     assert harness.items()[1]["reason"] == "refunded before it was enrolled: not enrolled"
     assert [c.form["identifiers"] for c in lms.calls] == ["first@example.org"]

@@ -18,8 +18,10 @@ from edx_hooks.store import NewDelivery, Store, StoreClosed, utcnow
 
 from .conftest import (
     COURSE,
+    SHOPIFY_REFUND,
     line_item,
     shopify_order,
+    shopify_refund,
     until,
     woo_line,
     woo_order,
@@ -28,7 +30,6 @@ from .standin_lms import Forced
 
 UNENROLL = {"unenroll_on_refund": True}
 CANCELLED = "/webhooks/shopify/order/cancelled"
-REFUND = "/webhooks/shopify/refund/create"
 WOO_UPDATE = "/webhooks/woocommerce/order/update"
 
 
@@ -158,9 +159,7 @@ async def test_shopify_refund_before_its_order_keeps_only_that_item_out(harness,
     kept, refunded = line_item(email="kept@example.org"), line_item(email="gone@example.org")
     order = shopify_order(kept, refunded)
     response = await harness.shopify(
-        {"id": 7001, "order_id": order["id"], "refund_line_items": [
-            {"id": 1, "line_item_id": refunded["id"], "quantity": 1, "line_item": refunded}]},
-        path=REFUND, headers={"X-Shopify-Topic": "refunds/create"})
+        shopify_refund(order, refunded, refund_id=7001, embed=True), **SHOPIFY_REFUND)
     assert response.code == 200
     assert json.loads(response.body)["reason"] == ("refund" if unenroll else "unenroll-off")
     assert (await harness.shopify(order)).code == 200
@@ -194,9 +193,8 @@ async def test_a_refund_while_the_item_waits_for_its_retry_means_no_enrollment(h
     order = shopify_order(line)
     assert (await harness.shopify(order)).code == 200
     await until(lambda: harness.items()[0]["attempts"] == 1)  # waiting for its retry
-    await harness.shopify({"id": 7002, "order_id": order["id"], "refund_line_items": [
-        {"id": 1, "line_item_id": line["id"], "quantity": 1}]},
-        path=REFUND, headers={"X-Shopify-Topic": "refunds/create"})
+    await harness.shopify(shopify_refund(order, line, refund_id=7002),
+                          **SHOPIFY_REFUND)
     await until(lambda: harness.items()[0]["state"] != "pending", timeout=10)
     await harness.quiet()
     assert states(harness) == [("later@example.org", "not-enrolled")]
@@ -306,9 +304,8 @@ async def test_a_refund_while_the_outcome_waits_to_be_recorded_still_unenrolls(h
                         WHEN NEW.state = 'enrolled' BEGIN SELECT RAISE(ABORT, 'disk full'); END""")
     await harness.shopify(order)
     await until(lambda: len(lms.learners()) == 1)  # the LMS enrolled; the database refuses
-    await harness.shopify({"id": 7003, "order_id": order["id"], "refund_line_items": [
-        {"id": 1, "line_item_id": line["id"], "quantity": 1}]},
-        path=REFUND, headers={"X-Shopify-Topic": "refunds/create"})
+    await harness.shopify(shopify_refund(order, line, refund_id=7003),
+                          **SHOPIFY_REFUND)
     with sqlite3.connect(harness.db_path) as conn:
         conn.execute("DROP TRIGGER refuse")
     await until(lambda: harness.items()[0]["state"] == "unenrolled", timeout=10)
@@ -325,9 +322,8 @@ async def test_a_refund_after_a_timed_out_call_unenrolls_rather_than_assume(harn
     order = shopify_order(line)
     await harness.shopify(order)
     await until(lambda: harness.items()[0]["attempts"] == 1)
-    await harness.shopify({"id": 7004, "order_id": order["id"], "refund_line_items": [
-        {"id": 1, "line_item_id": line["id"], "quantity": 1}]},
-        path=REFUND, headers={"X-Shopify-Topic": "refunds/create"})
+    await harness.shopify(shopify_refund(order, line, refund_id=7004),
+                          **SHOPIFY_REFUND)
     await until(lambda: harness.items()[0]["state"] == "unenrolled", timeout=10)
     await harness.quiet()
     assert [x.action for x in lms.learners()] == ["enroll", "unenroll"]

@@ -13,7 +13,14 @@ import pytest
 from edx_hooks import scheduler
 from edx_hooks.store import utcnow
 
-from .conftest import COURSE, line_item, shopify_order, until
+from .conftest import (
+    COURSE,
+    SHOPIFY_REFUND,
+    line_item,
+    shopify_order,
+    shopify_refund,
+    until,
+)
 from .standin_lms import Enrollment
 
 DS = "course-v1:Demo+DS201+2026"
@@ -127,10 +134,8 @@ async def test_a_bundle_enrolls_each_course_and_a_refund_unenrolls_both(harness,
     assert states(harness) == [(COURSE, 0, "enrolled"), (DS, 1, "enrolled")]
     assert {(c.form["course_details"]["course_id"], c.form["mode"]) for c in lms.mode_calls} \
         == {(COURSE, "verified"), (DS, "verified")}
-    response = await harness.shopify(
-        {"id": 1, "order_id": order["id"], "refund_line_items": [
-            {"id": 1, "line_item_id": line["id"], "quantity": 1}]},
-        path="/webhooks/shopify/refund/create", headers={"X-Shopify-Topic": "refunds/create"})
+    response = await harness.shopify(shopify_refund(order, line, refund_id=1),
+                                     **SHOPIFY_REFUND)
     assert response.code == 200
     await harness.quiet()
     assert states(harness) == [(COURSE, 0, "unenrolled"), (DS, 1, "unenrolled")]
@@ -147,10 +152,8 @@ async def test_a_refund_while_awaiting_the_account_removes_the_allowance(harness
     order = shopify_order(line)
     await harness.shopify(order)
     await until(lambda: harness.items()[0]["state"] == "awaiting-account")
-    await harness.shopify(
-        {"id": 2, "order_id": order["id"], "refund_line_items": [
-            {"id": 1, "line_item_id": line["id"], "quantity": 1}]},
-        path="/webhooks/shopify/refund/create", headers={"X-Shopify-Topic": "refunds/create"})
+    await harness.shopify(shopify_refund(order, line, refund_id=2),
+                                     **SHOPIFY_REFUND)
     await until(lambda: harness.items()[0]["state"] == "unenrolled")
     assert lms.allowances == {}
     lms.activate("gone@example.org")  # activation now enrolls no one
@@ -233,10 +236,8 @@ async def test_a_refund_without_unenrolling_stops_the_wait_for_the_account(harne
     order = shopify_order(line)
     await harness.shopify(order)
     await until(lambda: harness.items()[0]["state"] == "awaiting-account")
-    await harness.shopify(
-        {"id": 3, "order_id": order["id"], "refund_line_items": [
-            {"id": 1, "line_item_id": line["id"], "quantity": 1}]},
-        path="/webhooks/shopify/refund/create", headers={"X-Shopify-Topic": "refunds/create"})
+    await harness.shopify(shopify_refund(order, line, refund_id=3),
+                                     **SHOPIFY_REFUND)
     await until(lambda: harness.items()[0]["state"] == "not-enrolled")
     assert "the paid mode is not set" in harness.items()[0]["reason"]
     lms.activate("quit@example.org")
@@ -259,10 +260,8 @@ async def test_a_refund_during_an_account_check_is_not_pushed_back(harness, lms)
     # its check comes now, and its lookup is slow
     scheduler.schedule_check(harness.service.scheduler, 1, utcnow())
     await until(lambda: len(lms.account_lookups) == 2)
-    await harness.shopify(
-        {"id": 4, "order_id": order["id"], "refund_line_items": [
-            {"id": 1, "line_item_id": line["id"], "quantity": 1}]},
-        path="/webhooks/shopify/refund/create", headers={"X-Shopify-Topic": "refunds/create"})
+    await harness.shopify(shopify_refund(order, line, refund_id=4),
+                                     **SHOPIFY_REFUND)
     await until(lambda: harness.items()[0]["state"] == "unenrolled", timeout=10)
     assert lms.allowances == {}
 

@@ -7,7 +7,17 @@ import json
 
 import pytest
 
-from .conftest import SHOP, SHOPIFY_SECRET, line_item, shopify_order, until, woo_line, woo_order
+from .conftest import (
+    SHOP,
+    SHOPIFY_REFUND,
+    SHOPIFY_SECRET,
+    line_item,
+    shopify_order,
+    shopify_refund,
+    until,
+    woo_line,
+    woo_order,
+)
 from .standin_lms import Forced
 
 STAGING = "school-staging.myshopify.com"
@@ -123,12 +133,6 @@ async def test_test_orders_can_be_ignored(harness, lms):
     assert len(lms.learners()) == 1
 
 
-def refund(order: dict, *line_items: dict) -> dict:
-    return {"id": 8000 + order["id"] % 1000, "order_id": order["id"], "note": "changed mind",
-            "refund_line_items": [{"id": 1, "line_item_id": li["id"], "quantity": 1,
-                                   "line_item": li} for li in line_items]}
-
-
 @pytest.mark.gen_test
 async def test_a_partial_refund_unenrolls_only_its_line_item(harness, lms):
     await harness.start(shopify=UNENROLL)
@@ -137,9 +141,8 @@ async def test_a_partial_refund_unenrolls_only_its_line_item(harness, lms):
     await harness.shopify(order)
     await until(lambda: len(harness.items()) == 2 and settled(harness))
     for _ in range(2):  # Shopify may deliver it twice
-        response = await harness.shopify(refund(order, refunded),
-                                         path="/webhooks/shopify/refund/create",
-                                         headers={"X-Shopify-Topic": "refunds/create"})
+        response = await harness.shopify(shopify_refund(order, refunded, embed=True),
+                                         **SHOPIFY_REFUND)
         assert (response.code, json.loads(response.body)["reason"]) == (200, "refund")
     await until(lambda: states(harness) == ["enrolled", "unenrolled"])
     await harness.quiet()

@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 
 from edx_hooks.store import Store, metadata, migrate
 
-from .conftest import SHOPIFY_SECRET, until
+from .conftest import SHOPIFY_REFUND, SHOPIFY_SECRET, until
 
 FIXTURE = Path(__file__).parent / "fixtures" / "db-0.1.0"
 OLD_TABLES = ("deliveries", "orders", "items")
@@ -148,8 +148,7 @@ async def test_serve_upgrades_at_start_and_the_unfinished_work_goes_on(harness, 
     # a refund of an order enrolled under 0.1.0 unenrolls it
     [ada] = [i for i in harness.items() if i["email"] == "ada@example.org"]
     await harness.shopify({"id": 1, "order_id": 1001, "refund_line_items": [
-        {"id": 1, "line_item_id": int(ada["external_id"]), "quantity": 1}]},
-        path="/webhooks/shopify/refund/create", headers={"X-Shopify-Topic": "refunds/create"})
+        {"id": 1, "line_item_id": int(ada["external_id"]), "quantity": 1}]}, **SHOPIFY_REFUND)
     await until(lambda: _state(harness, "ada@example.org") == "unenrolled")
     await service.quiet()
     assert sorted((x.action, x.email) for x in lms.learners()) == [
