@@ -135,6 +135,11 @@ def test_woocommerce_ping_signature_and_modification_time():
     assert woo(woo_order(woo_line()), secret="guessed").reason == "bad-signature"
     order = dict(woo_order(woo_line()), date_modified_gmt="2026-11-29T06:56:50")
     assert woo(order).order.modified_at == dt.datetime(2026, 11, 29, 6, 56, 50)
+    # a date that does not fit in UTC is no date, not a crash (an unstored delivery)
+    order = dict(woo_order(woo_line()), date_modified_gmt="0001-01-01T00:00:00+01:00",
+                 date_paid_gmt="0001-01-01T00:00:00+01:00")
+    out = woo(order)
+    assert (out.status, out.reason, out.order.modified_at) == (200, "accepted", None)
 
 
 # -- the batch write, on a real SQLite file

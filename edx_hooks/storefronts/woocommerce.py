@@ -181,7 +181,7 @@ def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
     warnings = []
     paid_at = doc.get("date_paid_gmt")
     paid = paid_at not in (None, "")
-    if paid and not _is_date(paid_at):
+    if paid and _gmt(paid_at) is None:
         warnings.append(f"date_paid_gmt {str(paid_at)[:40]!r} of order {order_id} is not a "
                         "date; taken as paid")
     # Never 402 an unpaid order: WooCommerce disables a webhook after more
@@ -232,19 +232,9 @@ def _gmt(value: Any) -> dt.datetime | None:
         return None
     try:
         when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        return when.astimezone(dt.UTC).replace(tzinfo=None) if when.tzinfo else when
+    except (ValueError, OverflowError):  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
         return None
-    return when.astimezone(dt.UTC).replace(tzinfo=None) if when.tzinfo else when
-
-
-def _is_date(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        return True
-    except ValueError:
-        return False
 
 
 def learner_email(meta_data: Any) -> Any:
