@@ -382,12 +382,8 @@ def _date(value: str) -> dt.datetime:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date like 2026-11-28") from None
 
 
-#: what `orders --state` selects: an order's state (see store.order_state)
-ORDER_STATES = ["pending", "enrolled", "failed", "awaiting-account", "unenrolled",
-                "not-enrolled", "awaiting-payment", "not-placed", "empty"]
-
-
 def parser() -> argparse.ArgumentParser:
+    from .store import ORDER_STATES
     from .storefronts import STOREFRONTS
 
     top = argparse.ArgumentParser(
@@ -403,7 +399,7 @@ def parser() -> argparse.ArgumentParser:
 
     command("serve", "run the webhook receiver")
     sub = command("orders", "list orders with their state, age and last error")
-    sub.add_argument("--state", choices=ORDER_STATES)
+    sub.add_argument("--state", choices=ORDER_STATES)  # an order's, as store.order_state
     sub.add_argument("--since", type=_date, metavar="DATE", help="received on or after DATE")
     sub.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
     sub.add_argument("--json", action="store_true", help="JSON for scripts")

@@ -536,11 +536,3 @@ def _learner(result: dict | None, action: str) -> str | PermanentError:
         elif after.get("allowed"):
             return "allowed"
     return PermanentError(f"bulk_enroll answered 200 but did not confirm the {action}ment", 200)
-
-
-def outcome(body: bytes, course_id: str, email_address: str, action: str) -> str:
-    """:func:`outcomes` for one learner: the result, or its error raised."""
-    found = outcomes(body, course_id, [email_address], action)[email_address.lower()]
-    if isinstance(found, PermanentError):
-        raise found
-    return found

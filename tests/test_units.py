@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from tornado.httpclient import HTTPRequest, HTTPResponse
 from tornado.httputil import HTTPHeaders
 
-from edx_hooks.lms import PermanentError, Throttled, TransientError, error_for, outcome
+from edx_hooks.lms import PermanentError, Throttled, TransientError, error_for, outcomes
 from edx_hooks.store import NewDelivery, NewItem, NewOrder, Unenroll, metadata, utcnow
 from edx_hooks.store.writes import record_many
 from edx_hooks.storefronts import STOREFRONTS
@@ -240,6 +240,14 @@ def test_one_classifier_for_every_answer(code, kind, words):
 def result(**fields) -> bytes:
     return json.dumps({"courses": {COURSE: {"results": [
         {"identifier": "a@example.org", **fields}]}}}).encode()
+
+
+def outcome(body: bytes, course_id: str, email_address: str, action: str) -> str:
+    """:func:`outcomes` for one learner: the result, or its error raised."""
+    found = outcomes(body, course_id, [email_address], action)[email_address.lower()]
+    if isinstance(found, PermanentError):
+        raise found
+    return found
 
 
 @pytest.mark.parametrize("body, action, expected", [

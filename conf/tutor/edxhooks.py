@@ -167,10 +167,13 @@ def _text(value: t.Any) -> str:
     return str(value)
 
 
+#: the Tutor settings environment() reads, in the order a template passes them
+ENVIRONMENT_KEYS = ("LMS_HOST", "ENABLE_HTTPS", "EDXHOOKS_OAUTH2_CLIENT_ID",
+                    "EDXHOOKS_OAUTH2_CLIENT_SECRET", *LISTS, "EDXHOOKS_SETTINGS")
+
+
 def _environment_of(*values: t.Any) -> list[tuple[str, str]]:
-    keys = ("LMS_HOST", "ENABLE_HTTPS", "EDXHOOKS_OAUTH2_CLIENT_ID",
-            "EDXHOOKS_OAUTH2_CLIENT_SECRET", *LISTS, "EDXHOOKS_SETTINGS")
-    return environment(dict(zip(keys, values, strict=True)))
+    return environment(dict(zip(ENVIRONMENT_KEYS, values, strict=True)))
 
 
 hooks.Filters.ENV_TEMPLATE_VARIABLES.add_items([("edxhooks_environment", _environment_of),
@@ -178,9 +181,7 @@ hooks.Filters.ENV_TEMPLATE_VARIABLES.add_items([("edxhooks_environment", _enviro
 hooks.Filters.ENV_TEMPLATE_FILTERS.add_item(("edxhooks_shell", shlex.quote))
 
 #: the arguments of edxhooks_environment() in a template
-ENVIRONMENT_CALL = ("edxhooks_environment(LMS_HOST, ENABLE_HTTPS, EDXHOOKS_OAUTH2_CLIENT_ID, "
-                    "EDXHOOKS_OAUTH2_CLIENT_SECRET, EDXHOOKS_SHOPIFY, EDXHOOKS_WOOCOMMERCE, "
-                    "EDXHOOKS_PRODUCTS, EDXHOOKS_SETTINGS)")
+ENVIRONMENT_CALL = f"edxhooks_environment({', '.join(ENVIRONMENT_KEYS)})"
 
 # ---------------------------------------------------------------- the image
 

@@ -21,9 +21,9 @@ from .schema import (
     AWAITING_PAYMENT,
     ENROLLED,
     FAILED,
-    ITEM_STATES,
     NOT_ENROLLED,
     NOT_PLACED,
+    ORDER_STATES,
     PENDING,
     SCHEDULED,
     UNENROLL_FAILED,
@@ -44,8 +44,8 @@ from .schema import (
 from .writer import StoreClosed
 
 __all__ = [
-    "ACTIVE", "AWAITING_ACCOUNT", "AWAITING_PAYMENT", "ENROLLED", "FAILED", "ITEM_STATES",
-    "NOT_ENROLLED", "NOT_PLACED", "PENDING", "SCHEDULED", "UNENROLL_FAILED", "UNENROLL_PENDING",
+    "ACTIVE", "AWAITING_ACCOUNT", "AWAITING_PAYMENT", "ENROLLED", "FAILED", "NOT_ENROLLED",
+    "NOT_PLACED", "ORDER_STATES", "PENDING", "SCHEDULED", "UNENROLL_FAILED", "UNENROLL_PENDING",
     "UNENROLLED", "NewDelivery", "NewItem", "NewOrder", "Recorded", "SchemaError", "Store",
     "StoreClosed", "Unenroll", "deliveries", "items", "metadata", "order_state", "orders",
     "utcnow",

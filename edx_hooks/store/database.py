@@ -22,7 +22,6 @@ from .schema import (
     AWAITING_ACCOUNT,
     ENROLLED,
     FAILED,
-    ITEMS_FOR_JOB,
     ITEMS_FOR_JOBS,
     SCHEDULED,
     UNENROLL_FAILED,
@@ -223,12 +222,12 @@ class Store:
 
     async def item_for_job(self, item_id: int) -> dict[str, Any] | None:
         """The line item with what the enrollment job needs of its order."""
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(ITEMS_FOR_JOB, {"item_id": item_id})).mappings().first()
-        return dict(row) if row else None
+        rows = await self.items_for_jobs([item_id])
+        return rows[0] if rows else None
 
     async def items_for_jobs(self, item_ids: list[int]) -> list[dict[str, Any]]:
-        """:meth:`item_for_job` for several items, in one query."""
+        """The line items with what their enrollment jobs need of their
+        orders, in one query."""
         async with self.engine.connect() as conn:
             rows = (await conn.execute(ITEMS_FOR_JOBS, {"item_ids": item_ids})).mappings()
             return [dict(row) for row in rows.all()]

@@ -20,11 +20,11 @@ AWAITING_ACCOUNT = "awaiting-account"
 ACTIVE = (PENDING, UNENROLL_PENDING)
 #: states with a job to come (ACTIVE, and the account checks)
 SCHEDULED = (*ACTIVE, AWAITING_ACCOUNT)
-#: every state a line item can be in
-ITEM_STATES = (PENDING, ENROLLED, FAILED, UNENROLL_PENDING, UNENROLLED, UNENROLL_FAILED,
-               NOT_ENROLLED, AWAITING_ACCOUNT)
 #: why an order is recorded without its line items (``orders.hold``)
 AWAITING_PAYMENT, NOT_PLACED = "awaiting-payment", "not-placed"
+#: every state :func:`order_state` gives (what ``orders --state`` selects)
+ORDER_STATES = (PENDING, ENROLLED, FAILED, AWAITING_ACCOUNT, UNENROLLED, NOT_ENROLLED,
+                AWAITING_PAYMENT, NOT_PLACED, "empty")
 
 metadata = sa.MetaData()
 
@@ -255,8 +255,6 @@ _FOR_JOB = (
               orders.c.external_id.label("order_external_id"), orders.c.provider, orders.c.shop,
               _WITHDRAWN.label("withdrawn"))
     .join(orders, items.c.order_id == orders.c.id))
-ITEMS_FOR_JOB = _FOR_JOB.where(items.c.id == sa.bindparam("item_id"))
-#: the same for several items at once
 ITEMS_FOR_JOBS = _FOR_JOB.where(items.c.id.in_(sa.bindparam("item_ids", expanding=True)))
 #: which of these items a refund or cancellation names
 WITHDRAWN_AMONG = (sa.select(items.c.id).join(orders, items.c.order_id == orders.c.id)
