@@ -139,8 +139,15 @@ class DeliveryHandler(web.RequestHandler):
         elif self.storefront is None:
             await self.conclude(rejected(404, self.not_found))
         else:
-            await self.conclude(self.storefront.receive(
-                self.request.headers, self.body, self.shops, self.endpoint))
+            try:
+                outcome = self.storefront.receive(self.request.headers, self.body, self.shops,
+                                                  self.endpoint)
+            except Exception:
+                # a defect of ours, not the shop's: the delivery is still kept
+                logs.event(log, logs.ERROR, "delivery.error", provider=self.provider,
+                           exc_info=True)
+                outcome = rejected(500, "internal-error")
+            await self.conclude(outcome)
 
     async def _not_post(self, *_: str) -> None:
         if self.storefront is None:

@@ -163,6 +163,23 @@ async def test_malformed_signed_bodies_get_their_documented_answer(harness, body
 
 
 @pytest.mark.gen_test
+@pytest.mark.allow_tracebacks
+async def test_a_storefront_defect_is_answered_500_and_the_delivery_kept(harness, monkeypatch):
+    from edx_hooks.storefronts import shopify
+
+    def defect(body: bytes):
+        raise OverflowError("a defect of ours")
+
+    monkeypatch.setattr(shopify, "parse_json_object", defect)
+    await harness.start()
+    response = await harness.shopify(shopify_order(line_item()))
+    assert (response.code, json.loads(response.body)["reason"]) == (500, "internal-error")
+    [delivery] = harness.deliveries()
+    assert (delivery["status"], delivery["reason"]) == (500, "internal-error")
+    assert (await harness.request("/healthz", method="GET")).code == 200
+
+
+@pytest.mark.gen_test
 async def test_genuine_but_unusable_items_are_failed_with_reasons(harness, lms):
     await harness.start()
     body = (b'{"id": 12, "line_items": [null, {"id": 3, "sku": 42, "properties": '
