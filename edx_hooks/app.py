@@ -31,8 +31,9 @@ log = logging.getLogger("edx_hooks.app")
 
 #: How long stopping waits for requests under way.
 SHUTDOWN_GRACE_SECONDS = 5.0
-#: How much longer than lms.timeout_seconds stopping waits for an LMS call
-#: under way to finish and its outcome to be recorded.
+#: How much longer than the longest LMS call may take (a full batch: see
+#: LMSClient.deadline) stopping waits for the calls under way to finish and
+#: their outcome to be recorded.
 DRAIN_MARGIN_SECONDS = 5.0
 #: How often the service looks whether another process (the CLI's retry or
 #: replay) wrote to the database, to act on it at once.
@@ -50,7 +51,10 @@ class Service:
                            rejected_budget=cfg.retention.rejected_max_bytes)
         lms = cfg.lms
         self.lms = LMSClient(lms.base_url, lms.client_id, lms.client_secret,
-                             timeout=lms.timeout_seconds, auto_enroll=lms.auto_enroll,
+                             timeout=lms.timeout_seconds,
+                             connect_timeout=lms.connect_timeout_seconds,
+                             seconds_per_learner=lms.seconds_per_learner,
+                             auto_enroll=lms.auto_enroll,
                              email_students=lms.email_students, sku_prefix=lms.sku_prefix,
                              max_calls_per_minute=lms.max_calls_per_minute,
                              api_key=lms.api_key, learning_mfe_url=lms.learning_mfe_url)
@@ -93,7 +97,9 @@ class Service:
             account_check=dt.timedelta(minutes=self.cfg.lms.account_check_minutes),
             account_wait=dt.timedelta(days=self.cfg.lms.account_wait_days))
         runtime.batcher = Batcher(self.lms, self.cfg.lms.batch_size,
-                                  withdrawn=self.store.withdrawn_among, picked=jobs.picked)
+                                  withdrawn=self.store.withdrawn_among, picked=jobs.picked,
+                                  unconfirmed=self.store.mark_unconfirmed,
+                                  settled=self.store.settle)
         runtime.batcher.start()
         jobs.bind(runtime)
         resumed = await sched.resume(self.store, self.scheduler)
@@ -133,15 +139,15 @@ class Service:
     async def stop(self) -> None:
         """Stop taking requests and starting LMS calls at once; let requests
         under way finish (up to SHUTDOWN_GRACE_SECONDS) and LMS calls under
-        way finish and record their outcome (up to lms.timeout_seconds +
-        DRAIN_MARGIN_SECONDS); keep every job; close the database."""
+        way finish and record their outcome (up to the deadline of a full
+        batch + DRAIN_MARGIN_SECONDS); keep every job; close the database."""
         if self.server is not None:
             self.server.stop()
         if self.scheduler.running:
             self.scheduler.pause()  # no job starts from here on
         jobs.halt()
         draining = asyncio.ensure_future(
-            jobs.drain(self.cfg.lms.timeout_seconds + DRAIN_MARGIN_SECONDS))
+            jobs.drain(self.lms.deadline(self.cfg.lms.batch_size) + DRAIN_MARGIN_SECONDS))
         if self.server is not None:
             if not await self.inflight.wait_idle(SHUTDOWN_GRACE_SECONDS):
                 logs.event(log, logs.WARNING, "service.stop_timeout", what="requests",

@@ -11,6 +11,14 @@ learner's failure is that item's alone, a failure of the whole call is every
 item's. A flash sale of 500 orders for a handful of courses is a few dozen
 calls rather than 500.
 
+Before a call goes out, its items are marked in the database as having a
+call whose outcome is unknown (``items.unconfirmed``), with the call's
+deadline; the mark goes with the outcome's record, or here when the LMS
+answered that it did nothing. An answer lost (a timeout, a cut connection, a
+500/502/504) leaves the mark, and so does a crash: the item's next attempt
+asks the LMS what it did before anything is sent again. A learner named
+twice in the queue (two orders) is named once in the call: one email.
+
 The batcher only makes calls; what an outcome means for an item (recording
 it, a retry, a failure) is the job's (``jobs``), which awaits it here.
 """
@@ -18,12 +26,13 @@ it, a retry, a failure) is the job's (``jobs``), which awaits it here.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from . import logs
-from .lms import Halted, LMSClient, PermanentError, TransientError
+from .lms import Halted, LMSClient, LMSError, OutcomeUnknown, PermanentError, TransientError
 
 log = logging.getLogger("edx_hooks.batches")
 
@@ -53,14 +62,21 @@ class Entry:
 class Batcher:
     def __init__(self, lms: LMSClient, batch_size: int,
                  withdrawn: Callable[[list[int]], Awaitable[set[int]]],
-                 picked: Callable[[list[Entry]], None]):
+                 picked: Callable[[list[Entry]], None],
+                 unconfirmed: Callable[[list[int], str, dt.datetime], Awaitable[None]],
+                 settled: Callable[[list[int]], Awaitable[None]]):
         """``withdrawn``: which of these items have had a refund or
         cancellation (asked just before their enrollment call goes out);
-        ``picked``: told of the entries a call takes, as it takes them."""
+        ``picked``: told of the entries a call takes, as it takes them;
+        ``unconfirmed``: marks items (with the action and the call's
+        deadline) before their call goes out, and ``settled`` unmarks those
+        the LMS answered it did nothing for (see the module's text)."""
         self.lms = lms
         self.batch_size = batch_size
         self.withdrawn = withdrawn
         self.picked = picked
+        self.unconfirmed = unconfirmed
+        self.settled = settled
         self.queues: dict[Key, list[Entry]] = {}
         self._wakeup = asyncio.Event()
         self._loop: asyncio.Task | None = None
@@ -179,23 +195,56 @@ class Batcher:
                 entries = [e for e in entries if e.item_id not in gone]
                 if not entries:
                     return
-            results = await self.lms.bulk(action, course, [e.email for e in entries],
-                                          reason=reason([e.order for e in entries]),
-                                          slot_taken=True, auto_enroll=auto_enroll)
+            # one email per learner, however many of their orders are in it
+            emails = list({e.email.lower(): e.email for e in entries}.values())
+            deadline = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(
+                seconds=self.lms.deadline(len(emails)))
+            await self.lms.token()  # before the mark: a call that could not start is no doubt
+            try:
+                await self.unconfirmed([e.item_id for e in entries], action, deadline)
+            except Exception:
+                logs.event(log, logs.ERROR, "batches.unmarked", items=len(entries),
+                           exc_info=True)
+                _fail_open(entries, TransientError(
+                    "the database did not take the call's mark: not sent"))
+                return
+            try:
+                results = await self.lms.bulk(action, course, emails,
+                                              reason=reason([e.order for e in entries]),
+                                              slot_taken=True, auto_enroll=auto_enroll)
+            except (OutcomeUnknown, Halted):
+                raise  # it may have been done (or was stopped): the marks stay
+            except LMSError:  # the LMS answered that it did nothing
+                await self._settle([e.item_id for e in entries])
+                raise
+            outcomes = {e.item_id: results.get(e.email.lower()) or PermanentError(
+                f"{action} answered without a result for the learner") for e in entries}
+            await self._settle([i for i, result in outcomes.items()
+                                if isinstance(result, Exception)])
             for entry in entries:
                 if not entry.future.done():
-                    result = results.get(entry.email.lower()) or PermanentError(
-                        f"{action} answered without a result for the learner")
+                    result = outcomes[entry.item_id]
                     if isinstance(result, Exception):
                         entry.future.set_exception(result)
                     else:
                         entry.future.set_result(result)
         except asyncio.CancelledError:  # cut off at stop, past its bound
-            _fail_open(entries, TransientError(
+            _fail_open(entries, OutcomeUnknown(
                 "LMS unreachable: the call was cut off as the service stopped"))
             raise
         except Exception as error:  # the whole call's: every learner's in it
             _fail_open(entries, error)
+
+    async def _settle(self, item_ids: list[int]) -> None:
+        """Unmark items whose call the LMS refused: a mark left behind only
+        costs a question to the LMS before their next call."""
+        if not item_ids:
+            return
+        try:
+            await self.settled(item_ids)
+        except Exception:
+            logs.event(log, logs.WARNING, "batches.unsettled", items=len(item_ids),
+                       exc_info=True)
 
 
 def _fail_open(entries: list[Entry], error: Exception) -> None:

@@ -131,7 +131,8 @@ async def _order(store: Store, cfg: Config, args: argparse.Namespace) -> int:
                      ["id", "received (UTC)", "client", "endpoint", "answer", "reason"]))
         print("\nline items:")
         print(_table([[i["id"], i["external_id"], i["sku"], i["course_id"], i["mode"],
-                       i["email"], i["state"], i["attempts"],
+                       i["email"], i["state"] + (f" ({i['unconfirmed']} sent, unconfirmed)"
+                                                 if i["unconfirmed"] else ""), i["attempts"],
                        f"{i['updated_at']:%Y-%m-%d %H:%M:%S}", i["reason"]]
                       for i in order["items"]],
                      ["item", "line item", "sku", "course", "mode", "learner", "state",
@@ -158,7 +159,7 @@ async def _retry(store: Store, cfg: Config, args: argparse.Namespace) -> int:
 
 async def _wait_for(store: Store, ids: list[int], timeout: float) -> int:
     """Print each item's outcome as it comes; 0 if every one succeeded."""
-    from .store import ACTIVE, FAILED, UNENROLL_FAILED
+    from .store import ACTIVE, FAILED, UNENROLL_FAILED, UNKNOWN
 
     deadline = asyncio.get_running_loop().time() + timeout
     left, ok = set(ids), True
@@ -167,7 +168,7 @@ async def _wait_for(store: Store, ids: list[int], timeout: float) -> int:
             if item["state"] in ACTIVE:
                 continue
             left.discard(item["id"])
-            failed = item["state"] in (FAILED, UNENROLL_FAILED)
+            failed = item["state"] in (FAILED, UNENROLL_FAILED, UNKNOWN)
             ok = ok and not failed
             print(f"item {item['id']} ({item['provider']} order {item['order_external_id']}): "
                   f"{item['state']}" + (f": {item['reason']}" if failed else ""), flush=True)
@@ -308,7 +309,8 @@ async def probe(settings: config_mod.LMS,
     from .lms import BULK_ENROLL_PATH, LMSClient, LMSError
 
     client = LMSClient(settings.base_url, settings.client_id, settings.client_secret,
-                       timeout=settings.timeout_seconds, max_calls_per_minute=0)
+                       timeout=settings.timeout_seconds,
+                       connect_timeout=settings.connect_timeout_seconds, max_calls_per_minute=0)
     found: list[tuple[bool, str]] = []
     try:
         token = None
@@ -407,15 +409,19 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("provider", choices=list(STOREFRONTS))
     sub.add_argument("order_id", help="the shop's order id (order=... in the log)")
     sub.add_argument("--json", action="store_true", help="JSON for scripts")
-    sub = command("retry", "set failed line items pending again, with fresh attempts",
+    sub = command("retry", "set failed (or unknown) line items pending again, with fresh "
+                           "attempts",
                   description="Set failed line items pending again, attempts counted from "
                               "zero, once the cause is fixed. The running service picks them "
-                              "up within a second; a stopped one at its next start.")
+                              "up within a second; a stopped one at its next start. An "
+                              "unknown one (its last call's answer was lost) is not sent "
+                              "again before the LMS is asked what it did.")
     sub.add_argument("provider", nargs="?", choices=list(STOREFRONTS))
     sub.add_argument("order_id", nargs="?", help="the shop's order id")
     sub.add_argument("--item", type=int, nargs="+", metavar="ID",
                      help="line item ids (item=... in the log)")
-    sub.add_argument("--all-failed", action="store_true", help="every failed line item")
+    sub.add_argument("--all-failed", action="store_true",
+                     help="every failed and unknown line item")
     sub.add_argument("--wait", type=float, nargs="?", const=600.0, metavar="SECONDS",
                      help="wait for each item's outcome and print it (up to SECONDS, 600 "
                           "by default); exit 1 if one failed again or is still pending")

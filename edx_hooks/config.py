@@ -324,7 +324,15 @@ class LMS:
                                 "enroll learners without an account when they register")
     email_students: bool = setting(True, boolean, "let the LMS email the learner")
     timeout_seconds: float = setting(10.0, number(0.1, 300),
-                                     "connect and request timeout of every LMS call")
+                                     "seconds an LMS call is given to answer, once connected "
+                                     "(a bulk enrollment call: plus seconds_per_learner for "
+                                     "each learner it names)")
+    connect_timeout_seconds: float = setting(5.0, number(0.1, 300),
+                                             "seconds allowed to connect to the LMS")
+    seconds_per_learner: float = setting(1.0, number(0, 600),
+                                         "more answer time for each learner a bulk "
+                                         "enrollment call names: the LMS emails each inside "
+                                         "the call, one after the other")
     max_calls_per_minute: int = setting(100, integer(0, 100000),
                                         "pace of enrollment calls (the LMS throttles at about "
                                         "120 a minute); 0 = unpaced")

@@ -27,17 +27,17 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from . import logs
 from . import scheduler as sched
 from .batches import Batcher, Entry, Withdrawn
-from .lms import Halted, LMSClient, PermanentError, Throttled, TransientError
+from .lms import Halted, LMSClient, OutcomeUnknown, PermanentError, Throttled, TransientError
 from .store import (
     AWAITING_ACCOUNT,
     ENROLLED,
-    FAILED,
     NOT_ENROLLED,
     PENDING,
     SCHEDULED,
     UNENROLL_FAILED,
     UNENROLL_PENDING,
     UNENROLLED,
+    UNKNOWN,
     Store,
     StoreClosed,
     utcnow,
@@ -330,12 +330,26 @@ async def _attempt(rt: Runtime, item_id: int, item: dict | None = None) -> None:
         state = await _withdraw(rt, item, ids)
     else:
         action = "unenroll" if item["state"] == UNENROLL_PENDING else "enroll"
+        wait = _until_confirmable(item, action)
+        if wait > 0:  # its last call may still be at the LMS: ask once it is due
+            logs.event(log, logs.DEBUG, "item.awaits_call", **ids, seconds=round(wait, 1))
+            _again(rt, item_id, wait)
+            return
         attempt = item["attempts"] + (item["state"] != AWAITING_ACCOUNT)
         logs.event(log, logs.DEBUG, "item.attempt", **ids, action=action, attempt=attempt,
                    email=item["email"], sku=item["sku"], mode=item["mode"])
         state = await _calling(rt, item, ids, action, attempt)
     if state == UNENROLL_PENDING and not rt.stopping:
         await _attempt(rt, item_id)  # refunded meanwhile: unenroll now, in this job
+
+
+def _until_confirmable(item: dict, action: str) -> float:
+    """Seconds until the LMS can be asked about the item's last call (its
+    deadline: before that, it may still be at work on it); 0 if it can be
+    asked now, or if there is nothing to ask."""
+    if item["unconfirmed"] != action or item["confirm_after"] is None:
+        return 0.0
+    return max(0.0, (item["confirm_after"] - utcnow()).total_seconds())
 
 
 async def _check(rt: Runtime, item_id: int, item: dict | None = None) -> None:
@@ -375,7 +389,7 @@ async def _withdraw(rt: Runtime, item: dict, ids: dict) -> str | None:
     learner's account stops waiting (with unenroll_on_refund it would have
     been unenrolled already: its allowance deleted)."""
     state = item["state"]
-    unknown = item["attempts"] > 0 and (item["reason"] or "").startswith("LMS unreachable")
+    unknown = item["unconfirmed"] == "enroll"
     if unknown and item["unenroll_requested_at"] is not None:
         now = utcnow()
         if await rt.store.update(item["id"], state, state=UNENROLL_PENDING, attempts=0,
@@ -387,7 +401,7 @@ async def _withdraw(rt: Runtime, item: dict, ids: dict) -> str | None:
                   "mode is not set (unenroll_on_refund is off: the LMS's allowance stays)")
     else:
         reason = f"{item['withdrawn']} before it was enrolled: not enrolled" + (
-            " (an earlier attempt's call timed out: check the LMS)" if unknown else "")
+            " (an earlier call's outcome is unknown: check the LMS)" if unknown else "")
     await rt.store.update(item["id"], state, state=NOT_ENROLLED, reason=reason,
                           next_attempt_at=None, wait_until=None)
     logs.event(log, logs.INFO, "item.not_enrolled", **ids, reason=reason)
@@ -456,7 +470,8 @@ async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -
     except TransientError as e:
         if following:  # the next check comes anyway
             return await _wait_more(rt, item, ids, str(e))
-        await _transient(rt, item, ids, attempt, str(e))
+        await _transient(rt, item, ids, attempt, str(e),
+                         unconfirmed=action if isinstance(e, OutcomeUnknown) else None)
         return None
     except Exception as e:  # a bug must leave a visible trace, not a stuck item
         logs.event(log, logs.ERROR, "item.error", **ids, attempt=attempt, exc_info=True)
@@ -508,7 +523,19 @@ async def _batched(rt: Runtime, item: dict, course: str, action: str,
     """The item's learner in the next bulk enrollment call for the course
     (see batches): its outcome for them. Waiting for the call can be cut
     short by stopping; once a call has taken the item, stopping lets it
-    finish."""
+    finish.
+
+    An item whose last call's outcome is unknown (its answer was lost, or
+    the service died while it was at the LMS) is not sent again before the
+    LMS is asked what it did: what the LMS shows is its outcome, with no
+    call (and no second email)."""
+    if item["unconfirmed"] == action:
+        shown = await rt.lms.shows(action, course, item["email"])
+        logs.event(log, logs.INFO, "item.confirmed" if shown else "item.unconfirmed",
+                   provider=item["provider"], order=item["order_external_id"],
+                   item=item["id"], action=action, shown=shown or "nothing")
+        if shown is not None:
+            return shown
     task = asyncio.current_task()
     rt.calling.pop(task, None)
     rt.waiting.add(task)
@@ -574,7 +601,9 @@ async def _record(rt: Runtime, item_id: int, ids: dict, done: Done) -> str | Non
             error = " ".join(f"{type(e).__name__}: {e}".split())[:200]
             continue
         rt.unrecorded.pop(item_id, None)
-        if state == AWAITING_ACCOUNT:
+        if state is None:  # changed meanwhile (an operator, a newer delivery): not ours
+            logs.event(log, logs.DEBUG, "item.outcome_moot", **ids, outcome=done.state)
+        elif state == AWAITING_ACCOUNT:
             sched.schedule_check(rt.scheduler, item_id, done.next_attempt_at)
             logs.event(log, logs.INFO, done.event, **ids, **done.fields,
                        check_in_minutes=round(rt.account_check.total_seconds() / 60, 3),
@@ -615,21 +644,34 @@ async def record_unrecorded() -> None:
         await _record_again(rt, item, ids)
 
 
-async def _transient(rt: Runtime, item: dict, ids: dict, attempt: int, reason: str) -> None:
+async def _transient(rt: Runtime, item: dict, ids: dict, attempt: int, reason: str,
+                     unconfirmed: str | None = None) -> None:
+    """An attempt that may succeed later: the next one after the retry
+    delay, or, after the last, failed (unknown if the outcome of a call is).
+    ``unconfirmed``: the action whose answer was lost (a bulk enrollment
+    call's items were marked before it went out; this marks the others)."""
     if attempt >= rt.attempts:
-        await _fail(rt, item, ids, attempt, f"{reason} (after {attempt} attempts)")
+        await _fail(rt, item, ids, attempt, f"{reason} (after {attempt} attempts)",
+                    unconfirmed)
         return
     when = utcnow() + dt.timedelta(seconds=rt.delay_seconds)
+    marked = {"unconfirmed": unconfirmed} if unconfirmed else {}
     if await rt.store.update(item["id"], item["state"], attempts=attempt, reason=reason,
-                             next_attempt_at=when):
+                             next_attempt_at=when, **marked):
         sched.schedule_retry(rt.scheduler, item["id"], when)
     logs.event(log, logs.WARNING, "item.retry", **ids, attempt=attempt,
                next_in=round(rt.delay_seconds), reason=reason)
 
 
-async def _fail(rt: Runtime, item: dict, ids: dict, attempt: int, reason: str) -> None:
-    failed = UNENROLL_FAILED if item["state"] == UNENROLL_PENDING else FAILED
-    await rt.store.update(item["id"], item["state"], state=failed, attempts=attempt,
-                          reason=reason, next_attempt_at=None)
-    event = "item.unenroll_failed" if failed == UNENROLL_FAILED else "item.failed"
+async def _fail(rt: Runtime, item: dict, ids: dict, attempt: int, reason: str,
+                unconfirmed: str | None = None) -> None:
+    """No attempt left: failed, or unknown where a call's outcome is (the
+    database knows: see ``items.unconfirmed``)."""
+    if unconfirmed:
+        await rt.store.update(item["id"], item["state"], unconfirmed=unconfirmed)
+    state = await rt.store.record_failed(item["id"], item["state"], attempt, reason)
+    if state is None:
+        return  # changed meanwhile: not ours
+    event = {UNKNOWN: "item.unknown", UNENROLL_FAILED: "item.unenroll_failed"}.get(
+        state, "item.failed")
     logs.event(log, logs.ERROR, event, **ids, attempt=attempt, reason=reason)

@@ -5,12 +5,15 @@ wrapper the predecessor used (tornado-httpclient-session, last released
 2016) no longer imports on Tornado 6, and what it added, a cached token, is
 a few lines here.
 
-Every call has explicit connect and request timeouts and never follows a
-redirect. Every answer that is not a success goes through one classifier,
-:func:`error_for`, into :class:`TransientError` (worth another attempt
-later), :class:`Throttled` (the LMS asked us to slow down; not a failed
-attempt) or :class:`PermanentError` (retrying cannot help; an operator must
-act); each keeps the HTTP status and the LMS's own words as data, as HTTPX's
+Every call has explicit connect and answer timeouts and never follows a
+redirect; a bulk enrollment call is given more time for each learner it
+names (the LMS emails each inside the call). Every answer that is not a
+success goes through one classifier, :func:`error_for`, into
+:class:`TransientError` (worth another attempt later), :class:`OutcomeUnknown`
+(the request may have been acted on, its answer was lost), :class:`Throttled`
+(the LMS asked us to slow down; not a failed attempt) or
+:class:`PermanentError` (retrying cannot help; an operator must act); each
+keeps the HTTP status and the LMS's own words as data, as HTTPX's
 ``HTTPStatusError`` keeps its response.
 """
 
@@ -36,6 +39,8 @@ BULK_ENROLL_PATH = "/api/bulk_enroll/v1/bulk_enroll"  # no trailing slash: newer
 TOKEN_PATH = "/oauth2/access_token"
 ACCOUNTS_PATH = "/api/user/v1/accounts"
 ENROLLMENT_PATH = "/api/enrollment/v1/enrollment"
+#: an email's enrollment allowances (trailing slash; since Quince; admin only)
+ALLOWED_PATH = "/api/enrollment/v1/enrollment_allowed/"
 COURSE_PATH = "/api/enrollment/v1/course/{}"
 #: refresh the token this long before the LMS says it expires
 TOKEN_MARGIN_SECONDS = 60
@@ -116,6 +121,21 @@ class TransientError(LMSError):
     may succeed."""
 
 
+class OutcomeUnknown(TransientError):
+    """The request went out and its answer was lost: a timeout while the
+    LMS was answering, a connection cut before the answer, a 500, 502 or
+    504 (a proxy that gave up waiting). The LMS may have done it: ask it
+    (:meth:`LMSClient.shows`) before sending it again."""
+
+
+#: the statuses after which the LMS may have done what it was asked
+UNKNOWN_STATUSES = (500, 502, 504)
+#: Tornado's messages for timeouts before the request was sent
+NOT_SENT = ("Timeout while connecting", "Timeout in request queue")
+#: what an item's reason adds when its call's outcome is unknown
+UNKNOWN_NOTE = "; outcome unknown: the LMS is asked what it did before a re-send"
+
+
 class Throttled(TransientError):
     """429: wait ``retry_after`` seconds; does not count as a failed attempt."""
 
@@ -149,6 +169,8 @@ def error_for(response: HTTPResponse, what: str, *, request: str = "",
     if code == 429:
         return Throttled(f"LMS throttled {request or what} (429)", _retry_after(response),
                          detail=detail)
+    if code in UNKNOWN_STATUSES:
+        return OutcomeUnknown(f"{what} answered {code}{UNKNOWN_NOTE}", code, detail)
     if code >= 500:
         return TransientError(f"{what} answered {code}", code, detail)
     if permanent:
@@ -219,7 +241,8 @@ BULK_HINTS = {
 
 class LMSClient:
     def __init__(self, base_url: str, client_id: str, client_secret: str, *,
-                 timeout: float = 10.0, auto_enroll: bool = True,
+                 timeout: float = 10.0, connect_timeout: float = 5.0,
+                 seconds_per_learner: float = 1.0, auto_enroll: bool = True,
                  email_students: bool = True, sku_prefix: str = "",
                  max_clients: int = 10, max_calls_per_minute: int = 100,
                  api_key: str = "", learning_mfe_url: str = ""):
@@ -230,7 +253,12 @@ class LMSClient:
         self._api_key = api_key
         self.client_id = client_id
         self._client_secret = client_secret
+        #: seconds allowed to connect, and for an answer: ``timeout``, plus
+        #: ``seconds_per_learner`` for each learner a bulk enrollment call
+        #: names (see :meth:`answer_time`)
+        self.connect_timeout = connect_timeout
         self.timeout = timeout
+        self.seconds_per_learner = seconds_per_learner
         self.auto_enroll = auto_enroll
         self.email_students = email_students
         self.sku_prefix = sku_prefix
@@ -253,11 +281,24 @@ class LMSClient:
     def close(self) -> None:
         self._http.close()
 
-    async def fetch(self, path: str, **kwargs: Any) -> HTTPResponse:
+    def answer_time(self, learners: int = 0) -> float:
+        """Seconds a call naming ``learners`` learners is given to answer
+        once connected: the LMS sends each learner's email inside a bulk
+        enrollment call, one after the other."""
+        return self.timeout + self.seconds_per_learner * learners
+
+    def deadline(self, learners: int = 0) -> float:
+        """Seconds a call naming ``learners`` learners may take in all."""
+        return self.connect_timeout + self.answer_time(learners)
+
+    async def fetch(self, path: str, learners: int = 0, **kwargs: Any) -> HTTPResponse:
         """One request to the LMS (``path`` under ``lms.base_url``), whatever
-        its answer; no answer at all raises :class:`TransientError`."""
-        request = HTTPRequest(self.base_url + path, connect_timeout=self.timeout,
-                              request_timeout=self.timeout, follow_redirects=False, **kwargs)
+        its answer, given :meth:`deadline` for ``learners``. No answer at all
+        raises :class:`TransientError`: :class:`OutcomeUnknown` if the
+        request may have reached the LMS."""
+        request = HTTPRequest(self.base_url + path, connect_timeout=self.connect_timeout,
+                              request_timeout=self.deadline(learners),
+                              follow_redirects=False, **kwargs)
         try:
             async with self._slots:
                 if self.halted:
@@ -269,11 +310,14 @@ class LMSClient:
                 future.add_done_callback(_drop_outcome)
                 return await asyncio.shield(future)
         except HTTPClientError as e:  # 599: timeout or closed connection
-            raise TransientError(f"LMS unreachable: {e.message or e}") from None
-        except OSError as e:
+            message = e.message or str(e)
+            if message in NOT_SENT:
+                raise TransientError(f"LMS unreachable: {message}") from None
+            raise OutcomeUnknown(f"LMS unreachable: {message}{UNKNOWN_NOTE}") from None
+        except OSError as e:  # connecting failed (refused, no route): nothing was sent
             raise TransientError(f"LMS unreachable: {e.strerror or e}") from None
         except StreamClosedError as e:
-            raise TransientError(f"LMS unreachable: {e}") from None
+            raise OutcomeUnknown(f"LMS unreachable: {e}{UNKNOWN_NOTE}") from None
 
     # -- OAuth2
 
@@ -340,13 +384,14 @@ class LMSClient:
 
     # -- bulk enrollment
 
-    async def _call(self, method: str, path: str, body: str | None = None,
-                    content_type: str = "", paced: bool = True,
-                    slot_taken: bool = False) -> HTTPResponse:
+    async def _authorized(self, method: str, path: str, body: str | None = None,
+                          content_type: str = "", paced: bool = True,
+                          slot_taken: bool = False, learners: int = 0) -> HTTPResponse:
         """A call with the token (and the API key, when set). ``paced``: one
         the LMS's enrollment throttle counts, made in its turn with
         :attr:`pacer` (``slot_taken``: the caller already waited it). On a
-        401: one fresh token, one repeat (in a turn of its own)."""
+        401: one fresh token, one repeat (in a turn of its own).
+        ``learners``: how many the call names (its answer time grows)."""
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -357,7 +402,7 @@ class LMSClient:
             token = await self.token(stale=token)
             if paced and (repeat or not slot_taken):
                 await self.pacer.wait()
-            response = await self.fetch(path, method=method, body=body,
+            response = await self.fetch(path, learners, method=method, body=body,
                                         headers={**headers, "Authorization": f"JWT {token}"})
             if response.code != 401:
                 break
@@ -385,8 +430,9 @@ class LMSClient:
             "auto_enroll": "true" if auto and action == "enroll" else "false",
             "email_students": "true" if self.email_students else "false",
             "reason": reason})
-        response = await self._call("POST", BULK_ENROLL_PATH, form,
-                                    "application/x-www-form-urlencoded", slot_taken=slot_taken)
+        response = await self._authorized("POST", BULK_ENROLL_PATH, form,
+                                          "application/x-www-form-urlencoded",
+                                          slot_taken=slot_taken, learners=len(emails))
         if response.code != 200:
             raise error_for(response, "bulk_enroll", hints=BULK_HINTS,
                             redact={email: "<learner>" for email in emails})
@@ -398,7 +444,7 @@ class LMSClient:
         """The learner's LMS account (``username``, ``is_active``...), or None
         when there is none with that email. Not throttled by the LMS: not
         paced."""
-        response = await self._call(
+        response = await self._authorized(
             "GET", ACCOUNTS_PATH + "?" + urllib.parse.urlencode({"email": email_address}),
             paced=False)
         if response.code == 404:
@@ -430,7 +476,7 @@ class LMSClient:
         body = json.dumps({"user": username, "mode": mode, "is_active": True,
                            "course_details": {"course_id": course_id},
                            "force_enrollment": True})
-        response = await self._call("POST", ENROLLMENT_PATH, body, "application/json",
+        response = await self._authorized("POST", ENROLLMENT_PATH, body, "application/json",
                                     slot_taken=slot_taken)
         if response.code != 200:
             message = _message(response)
@@ -454,7 +500,7 @@ class LMSClient:
                             slot_taken: bool = False) -> dict[str, Any] | None:
         """The account's enrollment in the course (``mode``, ``is_active``),
         or None: the enrollment API, which the throttle counts."""
-        response = await self._call(
+        response = await self._authorized(
             "GET", f"{ENROLLMENT_PATH}/{urllib.parse.quote(username, safe='')},"
                    f"{urllib.parse.quote(course_id, safe='')}", slot_taken=slot_taken)
         if response.code == 404:
@@ -466,6 +512,51 @@ class LMSClient:
         except ValueError:
             answer = None
         return answer if isinstance(answer, dict) and answer.get("mode") else None
+
+    async def allowances(self, email_address: str) -> list[str] | None:
+        """The courses an email has an enrollment allowance for (no account
+        yet: enrolled when it registers), through the allowance view (since
+        Quince; the throttle counts it); None where the LMS lacks the view
+        (404)."""
+        response = await self._authorized(
+            "GET", ALLOWED_PATH + "?" + urllib.parse.urlencode({"email": email_address}))
+        if response.code == 404:
+            return None
+        if response.code != 200:
+            raise error_for(response, "the enrollment allowance view",
+                            redact={email_address: "<learner>"})
+        try:
+            found = json.loads(response.body)
+            found = found.get("results", []) if isinstance(found, dict) else found
+            return [str(a["course_id"]) for a in found
+                    if str(a.get("email", email_address)).lower() == email_address.lower()]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise PermanentError("the enrollment allowance view answered 200 without a list",
+                                 200) from None
+
+    async def shows(self, action: str, course_id: str, email_address: str) -> str | None:
+        """What the LMS shows of a bulk enrollment call for this learner
+        whose answer was lost: ``enrolled`` (their account's enrollment is
+        active), ``allowed`` (no account: an allowance), ``unenrolled``
+        (neither, after an unenroll), or None: it does not show what the
+        call would have done, which may then be sent. Where the LMS lacks
+        the allowance view, a learner who is not enrolled is shown nothing
+        (sent again). Raises like the calls it makes."""
+        account = await self.account(email_address)
+        enrolled = False
+        if account is not None:
+            enrollment = await self.enrollment_of(str(account["username"]), course_id)
+            enrolled = bool(enrollment and enrollment.get("is_active") is True)
+        if enrolled:
+            return "enrolled" if action == "enroll" else None
+        if action == "enroll" and account is not None and account.get("is_active") is True:
+            return None  # an active account is enrolled, never given an allowance
+        allowed = await self.allowances(email_address)
+        if allowed is None:
+            return None
+        if action == "enroll":
+            return "allowed" if course_id in allowed else None
+        return None if course_id in allowed else "unenrolled"
 
     async def course_modes(self, course_id: str) -> list[str] | None:
         """The modes a course offers, expired ones included; None for a

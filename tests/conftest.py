@@ -56,6 +56,7 @@ def base_sections(tmp_path: Path, lms_url: str) -> dict[str, dict[str, Any] | No
         "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'edx-hooks.db'}"},
         "lms": {"base_url": lms_url, "client_id": "edx-hooks",
                 "client_secret": "lms-client-secret", "timeout_seconds": 2,
+                "connect_timeout_seconds": 1,
                 "sku_prefix": "sku/", "max_calls_per_minute": 0},
         "retry": {"attempts": 3, "delay_seconds": 0.2},
         "shopify": {"shop_domain": SHOP, "secret": SHOPIFY_SECRET},

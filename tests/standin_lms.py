@@ -4,8 +4,11 @@ bulk enrollment view (no trailing slash), which enrolls an account in the
 default mode or leaves an allowance for an email without one; accounts by
 email; the enrollment API with course modes; a course's modes; SKU
 redirects answered with a 301 for any method; one throttle bucket for both
-enrollment views, which the API key skips; and the failures a real LMS
-produces on demand.
+enrollment views, which the API key skips; an email's allowances (the
+enrollment_allowed view of Quince and later); a bulk enrollment call that
+takes time for each learner it emails, and finishes its work even when the
+caller has given up (as Django does); and the failures a real LMS produces on
+demand.
 """
 
 from __future__ import annotations
@@ -129,6 +132,14 @@ class StandinLMS:
         self.throttled = 0  # how many 429s it answered
         #: seconds every enrollment call takes to answer
         self.latency = 0.0
+        #: seconds a bulk enrollment call takes for each learner it emails
+        #: (edx-ace sends each learner's email inside the call, one after
+        #: the other); the call's work goes on if the caller has gone
+        self.per_learner = 0.0
+        #: whether the LMS has the enrollment_allowed view (Quince and later)
+        self.allowed_view = True
+        #: requests to the enrollment_allowed view, by email
+        self.allowance_lookups: list[str] = []
         #: while set and not yet set free, bulk enrollment calls wait for it
         #: (a call held for as long as a test needs it under way)
         self.hold: asyncio.Event | None = None
@@ -146,6 +157,7 @@ class StandinLMS:
             (r"/api/enrollment/v1/enrollment", _EnrollmentAPI, {"lms": self}),
             (r"/api/enrollment/v1/enrollment/([^,/]+),(.+)", _EnrollmentOf, {"lms": self}),
             (r"/api/enrollment/v1/course/(.+)", _CourseModes, {"lms": self}),
+            (r"/api/enrollment/v1/enrollment_allowed/", _Allowed, {"lms": self}),
             (r"/_stats", _Stats, {"lms": self}),
             (r"/(.*)", _Redirects, {"lms": self}),
         ])
@@ -342,8 +354,8 @@ class _BulkEnroll(_Base):
                 return
         auto = form.get("auto_enroll") in ("true", "True", True)
         enroll = form["action"] == "enroll"
-        answer = {"action": form["action"], "auto_enroll": auto,
-                  "email_students": form.get("email_students") in ("true", "True", True),
+        emails = form.get("email_students") in ("true", "True", True)
+        answer = {"action": form["action"], "auto_enroll": auto, "email_students": emails,
                   "courses": {}}
         for course in courses:
             results = []
@@ -359,6 +371,8 @@ class _BulkEnroll(_Base):
                     continue
                 if ident in self.lms.omit:
                     continue
+                if emails and self.lms.per_learner:  # its email, sent inside the call
+                    await asyncio.sleep(self.lms.per_learner)
                 before = self.state(ident, course)
                 self.apply(ident, course, enroll, auto)
                 results.append({"identifier": ident, "before": before,
@@ -495,6 +509,25 @@ class _EnrollmentOf(_Base):
             return
         self.finish({"mode": enrollment.mode, "is_active": enrollment.is_active,
                      "user": username, "course_details": {"course_id": course}})
+
+
+class _Allowed(_Base):
+    """``GET /api/enrollment/v1/enrollment_allowed/?email=``: the email's
+    allowances (admin only; the enrollment throttle counts it); 404 on an LMS
+    older than Quince."""
+
+    def get(self) -> None:
+        if not self.lms.allowed_view:
+            self.set_status(404)
+            self.finish("<h1>Not Found</h1>")
+            return
+        if not self.authorized() or self.throttled():
+            return
+        email = self.get_query_argument("email", "").lower()
+        self.lms.allowance_lookups.append(email)
+        self.finish(json.dumps([{"email": allowed, "course_id": course, "auto_enroll": auto}
+                                for (allowed, course), auto in self.lms.allowances.items()
+                                if allowed == email]))
 
 
 class _CourseModes(_Base):

@@ -317,7 +317,7 @@ async def test_a_refund_while_the_outcome_waits_to_be_recorded_still_unenrolls(h
 async def test_a_refund_after_a_timed_out_call_unenrolls_rather_than_assume(harness, lms):
     await harness.start(shopify=UNENROLL, lms={"timeout_seconds": 0.5},
                         retry={"delay_seconds": 3.0})
-    lms.forced.append(Forced(status=200, hang=2, body="{}"))  # did it enroll? unknown
+    lms.forced.append(Forced(status=200, hang=4, body="{}"))  # did it enroll? unknown
     line = line_item(email="unsure@example.org")
     order = shopify_order(line)
     await harness.shopify(order)

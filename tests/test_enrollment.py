@@ -118,7 +118,8 @@ async def test_same_learner_and_course_in_two_orders_are_two_purchases(harness, 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("failure", [
     Forced(status=503), Forced(status=502), Forced(status=500, body="<html>oops</html>"),
-    Forced(status=200, hang=3.0),  # past lms.timeout_seconds (2)
+    # past the call's deadline: 1 s to connect, 2 s to answer, 1 s for its learner
+    Forced(status=200, hang=5.0),
 ])
 async def test_transient_failure_is_retried_then_enrolls(harness, lms, failure):
     await harness.start()

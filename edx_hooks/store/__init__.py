@@ -29,6 +29,7 @@ from .schema import (
     UNENROLL_FAILED,
     UNENROLL_PENDING,
     UNENROLLED,
+    UNKNOWN,
     NewDelivery,
     NewItem,
     NewOrder,
@@ -46,7 +47,7 @@ from .writer import StoreClosed
 __all__ = [
     "ACTIVE", "AWAITING_ACCOUNT", "AWAITING_PAYMENT", "ENROLLED", "FAILED", "NOT_ENROLLED",
     "NOT_PLACED", "ORDER_STATES", "PENDING", "SCHEDULED", "UNENROLL_FAILED", "UNENROLL_PENDING",
-    "UNENROLLED", "NewDelivery", "NewItem", "NewOrder", "Recorded", "SchemaError", "Store",
-    "StoreClosed", "Unenroll", "deliveries", "items", "metadata", "order_state", "orders",
-    "utcnow",
+    "UNENROLLED", "UNKNOWN", "NewDelivery", "NewItem", "NewOrder", "Recorded", "SchemaError",
+    "Store", "StoreClosed", "Unenroll", "deliveries", "items", "metadata", "order_state",
+    "orders", "utcnow",
 ]

@@ -26,6 +26,7 @@ from .schema import (
     SCHEDULED,
     UNENROLL_FAILED,
     UNENROLLED,
+    UNKNOWN,
     WITHDRAWN_AMONG,
     NewDelivery,
     NewOrder,
@@ -43,10 +44,13 @@ from .writer import Writer
 from .writes import (
     beat,
     delete_rejected,
+    mark_unconfirmed,
     prune,
     record_enrolled,
+    record_failed,
     record_many,
     retry_failed,
+    settle,
     update_item,
 )
 
@@ -192,13 +196,31 @@ class Store:
         return await self._submit(record_enrolled, item_id, expected, state, attempts,
                                   next_attempt_at, wait_until)
 
+    async def record_failed(self, item_id: int, expected: str, attempts: int,
+                            reason: str) -> str | None:
+        """Record that an item's attempts are over: failed, or unknown if a
+        call's outcome is (atomic); the state set, None if not ``expected``."""
+        return await self._submit(record_failed, item_id, expected, attempts, reason)
+
+    async def mark_unconfirmed(self, item_ids: list[int], action: str,
+                               deadline: dt.datetime) -> None:
+        """Before a bulk enrollment call goes out: its items' outcome is
+        unknown until it is recorded (a crash meanwhile leaves it so)."""
+        await self._submit(mark_unconfirmed, item_ids, action, deadline)
+
+    async def settle(self, item_ids: list[int]) -> None:
+        """These items' last call was answered, or seen not done."""
+        await self._submit(settle, item_ids)
+
     async def update(self, item_id: int, expected: str, **values: Any) -> bool:
         """Change a line item still in the ``expected`` state; False if it is not."""
         return await self._submit(update_item, item_id, values, expected)
 
     async def retry_failed(self, item_ids: list[int] | None = None,
                            order_ids: list[int] | None = None) -> list[int]:
-        """Set failed line items pending again, attempts from zero; return their ids.
+        """Set failed (and unknown) line items pending again, attempts from
+        zero; return their ids. An unknown one keeps its mark: the LMS is
+        asked what it did before it is sent again.
 
         ``None`` for both: every failed item.
         """
@@ -272,6 +294,7 @@ class Store:
             .label("unenrolled"),
             sa.func.sum(sa.case((items.c.state == AWAITING_ACCOUNT, 1), else_=0))
             .label("awaiting_account"),
+            sa.func.sum(sa.case((items.c.state == UNKNOWN, 1), else_=0)).label("unknown"),
             sa.func.max(sa.case((items.c.reason.is_not(None), items.c.updated_at)))
             .label("error_at"))
             .group_by(items.c.order_id).subquery())
@@ -285,6 +308,7 @@ class Store:
                            sa.func.coalesce(counts.c.unenrolled, 0).label("unenrolled"),
                            sa.func.coalesce(counts.c.awaiting_account, 0)
                            .label("awaiting_account"),
+                           sa.func.coalesce(counts.c.unknown, 0).label("unknown"),
                            last_error.label("last_error"))
                  .outerjoin(counts, counts.c.order_id == orders.c.id)
                  .order_by(orders.c.created_at.desc(), orders.c.id.desc()))
@@ -331,9 +355,10 @@ class Store:
             sa.func.sum(sa.case((items.c.state.in_((FAILED, UNENROLL_FAILED)), 1), else_=0)),
             sa.func.min(sa.case((items.c.state.in_(ACTIVE),
                                  sa.func.coalesce(items.c.pending_since, items.c.created_at)))),
-            sa.func.sum(sa.case((items.c.state == AWAITING_ACCOUNT, 1), else_=0)))
+            sa.func.sum(sa.case((items.c.state == AWAITING_ACCOUNT, 1), else_=0)),
+            sa.func.sum(sa.case((items.c.state == UNKNOWN, 1), else_=0)))
         async with self.engine.connect() as conn:
-            pending, failed, oldest, awaiting = (await conn.execute(query)).one()
+            pending, failed, oldest, awaiting, unknown = (await conn.execute(query)).one()
         age = (utcnow() - oldest).total_seconds() if oldest else 0.0
-        return {"pending": pending or 0, "failed": failed or 0,
+        return {"pending": pending or 0, "failed": failed or 0, "unknown": unknown or 0,
                 "oldest_pending_seconds": round(age, 1), "awaiting_account": awaiting or 0}

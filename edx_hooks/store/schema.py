@@ -16,6 +16,11 @@ NOT_ENROLLED = "not-enrolled"
 #: sold in a mode to a learner without an LMS account yet: the LMS enrolls
 #: them at activation, and the paid mode is set once their account is active
 AWAITING_ACCOUNT = "awaiting-account"
+#: the outcome of its last LMS call is unknown (the answer was lost: a
+#: timeout, a cut connection, a 500/502/504) after its last attempt, and the
+#: LMS could not be asked what it did: it may well be enrolled. Never called
+#: failed; a refund still unenrolls it, and a retry asks the LMS first.
+UNKNOWN = "unknown"
 #: states in which a line item still has LMS work to do now
 ACTIVE = (PENDING, UNENROLL_PENDING)
 #: states with a job to come (ACTIVE, and the account checks)
@@ -23,8 +28,8 @@ SCHEDULED = (*ACTIVE, AWAITING_ACCOUNT)
 #: why an order is recorded without its line items (``orders.hold``)
 AWAITING_PAYMENT, NOT_PLACED = "awaiting-payment", "not-placed"
 #: every state :func:`order_state` gives (what ``orders --state`` selects)
-ORDER_STATES = (PENDING, ENROLLED, FAILED, AWAITING_ACCOUNT, UNENROLLED, NOT_ENROLLED,
-                AWAITING_PAYMENT, NOT_PLACED, "empty")
+ORDER_STATES = (PENDING, ENROLLED, FAILED, UNKNOWN, AWAITING_ACCOUNT, UNENROLLED,
+                NOT_ENROLLED, AWAITING_PAYMENT, NOT_PLACED, "empty")
 
 metadata = sa.MetaData()
 
@@ -94,6 +99,14 @@ items = sa.Table(
     #: awaiting-account: the learner's account is waited for until then
     sa.Column("wait_until", sa.DateTime),
     sa.UniqueConstraint("order_id", "external_id", "part", name="uq_item"),
+    #: the action (enroll, unenroll) of a bulk enrollment call that went out
+    #: for this item and whose outcome is not recorded: set before the call
+    #: leaves, cleared with the outcome. While set, the LMS is asked what it
+    #: did before the item is sent again (after a lost answer, or a crash).
+    sa.Column("unconfirmed", sa.String(16)),
+    #: that call's deadline: the LMS is not asked before it (it may still be
+    #: at work on the call)
+    sa.Column("confirm_after", sa.DateTime),
 )
 
 #: every refund and cancellation received, by the shop's ids: one that comes
@@ -264,7 +277,8 @@ WITHDRAWN_AMONG = (sa.select(items.c.id).join(orders, items.c.order_id == orders
 
 def order_state(counts: dict[str, int]) -> str:
     """An order's state follows from its items': pending while any has work
-    to do, failed if any failed, awaiting-account while a learner's account
+    to do, failed if any failed, unknown if the outcome of any is unknown,
+    awaiting-account while a learner's account
     is waited for, enrolled if any is, unenrolled if any was,
     not-enrolled when all were withdrawn before enrollment. Without items:
     its hold (awaiting-payment, not-placed), or ``empty``."""
@@ -274,6 +288,8 @@ def order_state(counts: dict[str, int]) -> str:
         return PENDING
     if counts["failed"]:
         return FAILED
+    if counts.get("unknown"):
+        return UNKNOWN
     if counts.get("awaiting_account"):
         return AWAITING_ACCOUNT
     if counts["enrolled"]:

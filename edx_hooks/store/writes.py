@@ -29,6 +29,8 @@ from .schema import (
     TOUCH_ORDERS,
     UNENROLL_FAILED,
     UNENROLL_PENDING,
+    UNENROLLED,
+    UNKNOWN,
     UPDATE_ITEM,
     NewDelivery,
     NewOrder,
@@ -217,13 +219,35 @@ def _withdrawn(conn: Connection, new_orders: dict, order_ids: dict,
                      .values(lifted_at=now))
         for order_key in lifted_orders:
             if (order_key, None) not in found and order_key not in new_orders:
-                revived[order_key] = list(conn.execute(
-                    items.update().where(items.c.order_id == order_ids[order_key],
-                                         items.c.state == NOT_ENROLLED)
-                    .values(state=PENDING, reason=None, attempts=0, next_attempt_at=now,
-                            pending_since=now, updated_at=now)
-                    .returning(items.c.id)).scalars())
+                kept = [line for (key, line) in found if key == order_key]
+                revived[order_key] = _revive(conn, order_ids[order_key], kept, now)
     return found, revived
+
+
+#: what a cancellation that a later status lifts may have left an item in
+_UNDONE = (NOT_ENROLLED, UNENROLL_PENDING, UNENROLLED, UNENROLL_FAILED)
+
+
+def _revive(conn: Connection, order_id: int, refunded: list[str],
+            now: dt.datetime) -> list[int]:
+    """An order placed again after a cancellation (WooCommerce: a later
+    ``date_modified_gmt`` wins): what the cancellation undid or was about to
+    undo is enrolled again. Its items that were not enrolled, are being or
+    were unenrolled become pending; a pending one forgets the unenrollment
+    it was to get after its enrollment. Line items a refund of their own
+    still names (``refunded``) stay as they are. Returns the ids that need a
+    job."""
+    revived = list(conn.execute(
+        items.update().where(items.c.order_id == order_id, items.c.state.in_(_UNDONE),
+                             items.c.external_id.not_in(refunded))
+        .values(state=PENDING, reason=None, attempts=0, next_attempt_at=now,
+                unenroll_requested_at=None, pending_since=now, updated_at=now)
+        .returning(items.c.id)).scalars())
+    conn.execute(items.update().where(items.c.order_id == order_id, items.c.state == PENDING,
+                                      items.c.unenroll_requested_at.is_not(None),
+                                      items.c.external_id.not_in(refunded))
+                 .values(unenroll_requested_at=None, updated_at=now))
+    return revived
 
 
 def request_unenroll(conn: Connection, rec: Recorded, order_id: int,
@@ -241,9 +265,11 @@ def request_unenroll(conn: Connection, rec: Recorded, order_id: int,
     for item_id, external, state, requested in conn.execute(query).all():
         if unenroll.line_item_ids is not None and external not in unenroll.line_item_ids:
             continue
-        if state in (ENROLLED, AWAITING_ACCOUNT):
+        if state in (ENROLLED, AWAITING_ACCOUNT, UNKNOWN):
             # awaiting-account too: the unenrollment deletes the LMS's
-            # allowance, so the activation enrolls no one
+            # allowance, so the activation enrolls no one; unknown too: the
+            # LMS may have enrolled it (unenrolling someone not enrolled is
+            # a no-op)
             conn.execute(UPDATE_ITEM, {
                 "item_id": item_id, "expected": state, "state": UNENROLL_PENDING,
                 "attempts": 0, "reason": None, "next_attempt_at": now, "wait_until": None,
@@ -278,11 +304,46 @@ def record_enrolled(conn: Connection, item_id: int, expected: str, state: str, a
         items.update().where(items.c.id == item_id, items.c.state == expected)
         .values(state=sa.case((refunded, UNENROLL_PENDING), else_=state),
                 attempts=sa.case((refunded, 0), else_=attempts), reason=None,
+                unconfirmed=None, confirm_after=None,
                 next_attempt_at=sa.case((refunded, now), else_=next_attempt_at),
                 wait_until=sa.case((refunded, None), else_=wait_until),
                 pending_since=sa.case((refunded, now), else_=items.c.pending_since),
                 updated_at=now)
         .returning(items.c.state)).scalar()
+
+
+@each
+def record_failed(conn: Connection, item_id: int, expected: str, attempts: int,
+                  reason: str) -> str | None:
+    """Record that an item's attempts are over: ``failed`` (or
+    ``unenroll-failed``), unless a call for it went out whose outcome is
+    still unknown: then ``unknown``, never failed, since the LMS may have
+    done it. Returns the state set (None: the item was no longer ``expected``)."""
+    failed = UNENROLL_FAILED if expected == UNENROLL_PENDING else FAILED
+    return conn.execute(
+        items.update().where(items.c.id == item_id, items.c.state == expected)
+        .values(state=sa.case((items.c.unconfirmed.is_not(None), UNKNOWN), else_=failed),
+                attempts=attempts, reason=reason, next_attempt_at=None, updated_at=utcnow())
+        .returning(items.c.state)).scalar()
+
+
+@each
+def mark_unconfirmed(conn: Connection, item_ids: list[int], action: str,
+                     deadline: dt.datetime) -> None:
+    """A bulk enrollment call for these items is about to go out (see
+    ``items.unconfirmed``); it is due to answer by ``deadline``."""
+    for chunk in chunks(item_ids):
+        conn.execute(items.update().where(items.c.id.in_(chunk))
+                     .values(unconfirmed=action, confirm_after=deadline))
+
+
+@each
+def settle(conn: Connection, item_ids: list[int]) -> None:
+    """The LMS has answered for these items, or was seen not to have done
+    their call: nothing about them is unknown any more."""
+    for chunk in chunks(item_ids):
+        conn.execute(items.update().where(items.c.id.in_(chunk))
+                     .values(unconfirmed=None, confirm_after=None))
 
 
 @each
@@ -296,21 +357,26 @@ def update_item(conn: Connection, item_id: int, values: dict[str, Any],
 @each
 def retry_failed(conn: Connection, item_ids: list[int] | None,
                   order_ids: list[int] | None) -> list[int]:
-    query = sa.select(items.c.id, items.c.state).where(
-        items.c.state.in_((FAILED, UNENROLL_FAILED)))
+    query = sa.select(items.c.id, items.c.state, items.c.unconfirmed).where(
+        items.c.state.in_((FAILED, UNENROLL_FAILED, UNKNOWN)))
     if item_ids is not None:
         query = query.where(items.c.id.in_(item_ids))
     if order_ids is not None:
         query = query.where(items.c.order_id.in_(order_ids))
     rows = conn.execute(query.order_by(items.c.id)).all()
     now = utcnow()
-    for before, after in ((FAILED, PENDING), (UNENROLL_FAILED, UNENROLL_PENDING)):
-        ids = [i for i, state in rows if state == before]
+    # unknown goes back to the action whose outcome is unknown, which stays
+    # marked so: the LMS is asked what it did before anything is sent again
+    after = {FAILED: PENDING, UNENROLL_FAILED: UNENROLL_PENDING}
+    for target in (PENDING, UNENROLL_PENDING):
+        ids = [i for i, state, action in rows
+               if (after.get(state) if state != UNKNOWN
+                   else UNENROLL_PENDING if action == "unenroll" else PENDING) == target]
         if ids:
             conn.execute(items.update().where(items.c.id.in_(ids)).values(
-                state=after, attempts=0, reason="retry requested by an operator",
+                state=target, attempts=0, reason="retry requested by an operator",
                 next_attempt_at=now, pending_since=now, updated_at=now))
-    return [i for i, _ in rows]
+    return [i for i, _, _ in rows]
 
 
 @each
