@@ -581,7 +581,8 @@ async def _write(rt: Runtime, item_id: int, done: Done) -> str | None:
         return await rt.store.record_enrolled(item_id, done.expected, done.state, done.attempt,
                                               done.next_attempt_at, done.wait_until)
     changed = await rt.store.update(item_id, UNENROLL_PENDING, state=UNENROLLED,
-                                    attempts=done.attempt, reason=None, next_attempt_at=None)
+                                    attempts=done.attempt, reason=None, next_attempt_at=None,
+                                    unconfirmed=None, confirm_after=None)
     return UNENROLLED if changed else None
 
 
