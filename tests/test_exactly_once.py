@@ -41,15 +41,17 @@ def states(harness) -> set[str]:
 
 @pytest.mark.gen_test(timeout=90)
 async def test_a_slow_batch_on_the_defaults_is_sent_once(harness, lms):
-    """20 learners with an account, 0.6 s of email each inside the call: on
-    the shipped defaults the call is given the time it needs."""
+    """20 learners with an account, 0.6 s of email each inside the call
+    (12 s in all, past the old 10 s timeout): on the shipped defaults the
+    call is given the time it needs."""
     lms.per_learner = 0.6
     emails = [f"slow{n}@example.org" for n in range(20)]
     lms.registered.update(emails)
     await harness.start(lms=DEFAULT_LMS)
-    answers = await asyncio.gather(*(harness.shopify(shopify_order(line_item(email=e)))
-                                     for e in emails))
-    assert {a.code for a in answers} == {200}
+    # one order for 20 learners (a school buying seats): due together, they
+    # are one call of 20 whatever the machine's timing
+    assert (await harness.shopify(shopify_order(*(line_item(email=e) for e in emails)))).code \
+        == 200
     await until(lambda: states(harness) == {"enrolled"} and len(harness.items()) == 20,
                 timeout=60)
     await harness.quiet()

@@ -220,12 +220,13 @@ def test_the_grace_period_covers_a_longer_lms_timeout_and_https_is_public(tmp_pa
     t("plugins", "enable", "edxhooks")
     t("config", "save", "--set", "EDXHOOKS_SETTINGS={lms: {timeout_seconds: 120}}",
       "--set", f"LMS_HOST={LMS_HOST}", "--set", "ENABLE_HTTPS=true")
-    assert compose_service(t)["stop_grace_period"] == "140s"  # 120 + 5 s drain + a margin
+    # a full batch's deadline (5 + 120 + 1 x 20 s), + 5 s drain, + a margin
+    assert compose_service(t)["stop_grace_period"] == "165s"
     assert compose_service(t)["environment"]["EDX_HOOKS_SERVER_PUBLIC_URL"] == \
         f"https://{LMS_HOST}"
     [deployment] = [d for d in yaml.safe_load_all(t.read("k8s", "deployments.yml"))
                     if d and d["metadata"]["name"] == "edxhooks"]
-    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 140
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 165
 
 
 # -- the rendered files -----------------------------------------------------
@@ -235,8 +236,8 @@ def test_the_compose_service_its_volume_and_its_owner(tutor):
     assert service["image"] == f"docker.io/edx-hooks:{edx_hooks.__version__}"
     assert service["restart"] == "unless-stopped"
     assert service["volumes"] == ["../../data/edxhooks:/data:z"]
-    # SIGTERM's drain (lms.timeout_seconds + 5 s) fits in the grace period
-    assert int(service["stop_grace_period"].rstrip("s")) > 10 + 5
+    # SIGTERM's drain (a full batch's deadline, 5 + 10 + 1 x 20 s, + 5 s) fits
+    assert int(service["stop_grace_period"].rstrip("s")) > 5 + 10 + 20 + 5
     compose = yaml.safe_load(tutor.read("local", "docker-compose.yml"))
     assert "../../data/edxhooks:/mounts/edxhooks:z" in \
         compose["services"]["permissions"]["volumes"]

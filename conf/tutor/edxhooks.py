@@ -90,8 +90,13 @@ hooks.Filters.CONFIG_UNIQUE.add_items([
 RESERVED = {"server": {"address", "port", "xheaders"}, "database": {"url", "jobs_url"},
             "logging": {"stream", "syslog", "syslog_address"},
             "lms": {"client_id", "client_secret"}}
-#: a stop's bound in edx-hooks: lms.timeout_seconds (10 s by default) + 5 s
+#: a stop's bound in edx-hooks: the deadline of a full batch's call,
+#: lms.connect_timeout_seconds + lms.timeout_seconds + lms.seconds_per_learner
+#: x lms.batch_size (5 + 10 + 1 x 20 s by default), + 5 s
 DRAIN_MARGIN_SECONDS = 5
+#: edx-hooks' defaults for the settings the drain's bound reads
+LMS_DEFAULTS = {"connect_timeout_seconds": 5.0, "timeout_seconds": 10.0,
+                "seconds_per_learner": 1.0, "batch_size": 20}
 GRACE_SECONDS = 60
 
 
@@ -134,13 +139,17 @@ def environment(config: dict[str, t.Any]) -> list[tuple[str, str]]:
 
 
 def grace_seconds(settings: t.Any) -> int:
-    """Long enough for a stop's drain, whatever lms.timeout_seconds says."""
-    timeout = _sections(settings).get("lms", {}).get("timeout_seconds", 0)
-    try:
-        timeout = float(timeout)
-    except (TypeError, ValueError):
-        timeout = 0  # edx-hooks refuses it at start, with the key named
-    return max(GRACE_SECONDS, int(timeout) + DRAIN_MARGIN_SECONDS + 15)
+    """Long enough for a stop's drain, whatever the LMS timeouts say."""
+    lms = _sections(settings).get("lms", {})
+    values = {}
+    for key, default in LMS_DEFAULTS.items():
+        try:
+            values[key] = float(lms.get(key, default))
+        except (TypeError, ValueError):
+            values[key] = 0.0  # edx-hooks refuses it at start, with the key named
+    drain = (values["connect_timeout_seconds"] + values["timeout_seconds"]
+             + values["seconds_per_learner"] * values["batch_size"])
+    return max(GRACE_SECONDS, int(drain) + DRAIN_MARGIN_SECONDS + 15)
 
 
 def _sections(settings: t.Any) -> dict[str, dict[str, t.Any]]:
@@ -271,7 +280,7 @@ hooks.Filters.ENV_PATCHES.add_items([
 edxhooks:
   image: {{ EDXHOOKS_DOCKER_IMAGE }}
   restart: unless-stopped
-  # SIGTERM lets LMS calls under way finish (lms.timeout_seconds + 5 s at most)
+  # SIGTERM lets LMS calls under way finish (a full batch's deadline + 5 s at most)
   stop_grace_period: {{ edxhooks_grace_seconds(EDXHOOKS_SETTINGS) }}s
   environment:
     {%- for name, value in """ + ENVIRONMENT_CALL + """ %}
@@ -306,7 +315,7 @@ spec:
       labels:
         app.kubernetes.io/name: edxhooks
     spec:
-      # SIGTERM lets LMS calls under way finish (lms.timeout_seconds + 5 s at most)
+      # SIGTERM lets LMS calls under way finish (a full batch's deadline + 5 s at most)
       terminationGracePeriodSeconds: {{ edxhooks_grace_seconds(EDXHOOKS_SETTINGS) }}
       securityContext:
         runAsUser: """ + str(APP_UID) + """
