@@ -148,8 +148,12 @@ class Store:
         """Keep a rejected body whole while the kept ones stay within the
         budget (so that `edx-hooks replay` can recover a genuine order
         rejected while a secret was wrong); past it, its first
-        :data:`REJECTED_HEAD` bytes only. Warned once an hour, not per request."""
-        if len(delivery.body) > REJECTED_HEAD \
+        :data:`REJECTED_HEAD` bytes only. Warned once an hour, not per request.
+        A delivery a shop signed is kept whole whatever the budget: only a
+        genuine shop can send one (forgeries cannot use this), and a shop that
+        never re-sends (WooCommerce) has no other way back in than
+        `edx-hooks replay`."""
+        if not delivery.verified and len(delivery.body) > REJECTED_HEAD \
                 and self.rejected_bytes + len(delivery.body) > self.rejected_budget:
             delivery.body = delivery.body[:REJECTED_HEAD]
             self._trimmed_since_warning += 1
