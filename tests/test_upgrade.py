@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from edx_hooks.cli import EXIT_SCHEMA
 from edx_hooks.store import Store, metadata, migrate
 
 from .conftest import SHOPIFY_REFUND, SHOPIFY_SECRET, until
@@ -182,7 +183,7 @@ async def test_a_database_newer_than_the_code_is_refused_untouched(harness, serv
     service = serve()
     with pytest.raises(AssertionError, match="serve ended"):
         await service.start()
-    assert await service.proc.wait() == 1
+    assert await service.proc.wait() == EXIT_SCHEMA
     assert [line for line in service.log if line.startswith("edx-hooks:")] == [
         f"edx-hooks: database {harness.db_path} has schema 0099, newer than this edx-hooks "
         "knows (up to 0002): run the edx-hooks release that wrote it, or restore the copy "
@@ -203,7 +204,7 @@ async def test_an_upgrade_that_fails_is_rolled_back_whole(harness, serve):
     service = serve()
     with pytest.raises(AssertionError, match="serve ended"):
         await service.start()
-    assert await service.proc.wait() == 1
+    assert await service.proc.wait() == EXIT_SCHEMA
     [line] = [line for line in service.log if line.startswith("edx-hooks:")]
     assert line.startswith(f"edx-hooks: upgrading database {harness.db_path} from schema 0001 "
                            "to 0002 failed (1 rows break a foreign key)")
