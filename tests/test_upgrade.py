@@ -254,7 +254,7 @@ async def test_a_copy_that_cannot_be_written_stops_the_upgrade_with_one_line(tmp
     real_open = os.open
 
     def full_disk(path, *args, **kwargs):
-        if str(path).endswith(".bak"):
+        if ".schema-" in str(path):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(path, *args, **kwargs)
 
@@ -267,6 +267,44 @@ async def test_a_copy_that_cannot_be_written_stops_the_upgrade_with_one_line(tmp
                             "left on device): free space or fix the directory's permissions; "
                             "the database is unchanged")
     assert "awaiting_payment" in columns(db, "orders") and list(tmp_path.glob("*.bak")) == []
+    assert list(tmp_path.glob("*.copying*")) == []
+
+
+@pytest.mark.gen_test
+async def test_an_upgrade_failing_at_every_restart_keeps_one_copy(tmp_path):
+    """Under Restart=on-failure a failing upgrade is retried again and again:
+    it takes one copy, the first time, and never another."""
+    from edx_hooks.store import SchemaError
+
+    db = tmp_path / "edx-hooks.db"
+    load_fixture(db)
+    [(_, order_id)] = rows(db, "items", ["id", "order_id"])[:1]
+    with sqlite3.connect(db) as conn:  # a row edited by hand, pointing nowhere
+        conn.execute("UPDATE items SET order_id = 999 WHERE id = 1")
+    broken = {t: rows(db, t) for t in OLD_TABLES}
+    # what a copy cut short by kill -9 leaves: never taken for a copy
+    (tmp_path / "edx-hooks.db.schema-0001.copying").write_bytes(b"half a copy")
+    errors = []
+    for _ in range(3):
+        store = Store(f"sqlite+aiosqlite:///{db}")
+        with pytest.raises(SchemaError) as e:
+            await store.start()
+        await store.close()
+        errors.append(str(e.value))
+    [backup] = tmp_path.glob("edx-hooks.db.schema-0001-*.bak")
+    assert list(tmp_path.glob("*.copying*")) == []
+    assert len(set(errors)) == 1 and f"(a copy is at {backup})" in errors[0]
+
+    with sqlite3.connect(db) as conn:  # the operator mends the row; the upgrade goes through
+        conn.execute("UPDATE items SET order_id = ? WHERE id = 1", (order_id,))
+    store = Store(f"sqlite+aiosqlite:///{db}")
+    await store.start()
+    await store.close()
+    assert (store.upgrade.before, store.upgrade.after, store.upgrade.backup) == (
+        "0001", migrate.head(), str(backup))
+    assert list(tmp_path.glob("*.bak")) == [backup]
+    # the copy is the database as the first failed start found it
+    assert {t: rows(backup, t) for t in OLD_TABLES} == broken
 
 
 def test_the_schema_constant_is_the_head_of_the_revisions():
