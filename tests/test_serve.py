@@ -11,6 +11,8 @@ import sys
 import pytest
 from tornado.testing import bind_unused_port
 
+from edx_hooks.cli import EXIT_CONFIG
+
 from .conftest import base_sections, line_item, shopify_order, until, write_config
 
 
@@ -100,7 +102,7 @@ def test_bad_config_stops_start_up_with_one_line(tmp_path, sections, env, expect
     proc = subprocess.run([sys.executable, "-m", "edx_hooks", "serve", "--config", str(path)],
                           capture_output=True, text=True, timeout=30,
                           env={**os.environ, **env})
-    assert proc.returncode == 2
+    assert proc.returncode == EXIT_CONFIG  # not restarted by the systemd unit
     assert proc.stderr.startswith(expected)
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
