@@ -18,28 +18,114 @@ from . import config as config_mod
 from .config import Config
 
 if TYPE_CHECKING:
+    from .app import Service
+    from .lock import ServiceLock
     from .store import Store
 
 log = logs.logging.getLogger("edx_hooks")
 
 
+#: Exit codes. systemd restarts the service on 1 (what a restart may cure: a
+#: port still taken, a database directory not mounted yet) and not on 2, 3
+#: and 4 (RestartPreventExitStatus= in systemd/edx-hooks.service): a restart
+#: cannot fix those, an operator must.
+EXIT_FAILURE = 1
+#: a bad or missing config value, or a command line argparse refuses
+EXIT_CONFIG = 2
+#: ``serve``: the database's schema is newer than this release, or its
+#: upgrade (or the copy taken before it) failed
+EXIT_SCHEMA = 3
+#: ``serve``: another ``edx-hooks serve`` runs on this database
+EXIT_LOCKED = 4
+
+
 class Failure(Exception):
-    """Ends a command with this one-line message and exit code 1."""
+    """Ends a command with this one-line message and exit code ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.code = code
 
 
 async def _serve(cfg: Config, args: argparse.Namespace) -> int:
+    from .app import Service
+
+    # Before anything slow (the lock, migrations, the scheduler): a SIGTERM
+    # during start-up stops it cleanly, rather than killing it half-started.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    lock = _lock(cfg)
+    try:
+        logs.event(log, logs.INFO, "service.starting", pid=os.getpid(), version=__version__)
+        if config_mod.readable_by_others(cfg):
+            logs.event(log, logs.WARNING, "config.readable", path=cfg.path,
+                       secrets=",".join(cfg.secrets_in_file),
+                       fix=f"chmod 600 {cfg.path}, or set the secrets as EDX_HOOKS_* variables")
+        service = Service(cfg)
+        if not await _start(service, cfg, stop):
+            logs.event(log, logs.INFO, "service.stopping", during="start-up")
+            await service.stop()
+            return 0
+        await stop.wait()
+        logs.event(log, logs.INFO, "service.stopping")
+        await service.stop()
+        return 0
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock(cfg: Config) -> ServiceLock | None:
+    """The lock that keeps a second ``serve`` off this database (see
+    :mod:`edx_hooks.lock`); None when database.url names no file (start-up
+    refuses that with its own line)."""
+    import sqlalchemy as sa
+
+    from .lock import Held, ServiceLock
+    from .store.migrate import sqlite_path
+
+    try:
+        path = sqlite_path(sa.make_url(cfg.database.url))
+    except sa.exc.ArgumentError:
+        path = None
+    if path is None:
+        return None
+    lock = ServiceLock(path)
+    try:
+        lock.acquire()
+    except Held as e:
+        holder = f"process {e.pid}" if e.pid else "another process"
+        raise Failure(f"{holder} already serves database {path} (it holds {e.path}): stop it "
+                      "first, or give this one another database.url", EXIT_LOCKED) from None
+    except OSError as e:
+        raise Failure(f"cannot open the database's lock file {lock.path} ({e.strerror or e}): "
+                      "check database.url and that its directory exists and is writable"
+                      ) from None
+    return lock
+
+
+async def _start(service: Service, cfg: Config, stop: asyncio.Event) -> bool:
+    """Start the service; False if ``stop`` came first (start-up is then
+    abandoned where it was, and the caller stops what had started)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .app import Service
     from .store import SchemaError
 
-    if config_mod.readable_by_others(cfg):
-        logs.event(log, logs.WARNING, "config.readable", path=cfg.path,
-                   secrets=",".join(cfg.secrets_in_file),
-                   fix=f"chmod 600 {cfg.path}, or set the secrets as EDX_HOOKS_* variables")
-    service = Service(cfg)
+    starting = asyncio.ensure_future(service.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        try:
+            await starting
+        except (asyncio.CancelledError, Exception):  # stopping anyway
+            pass
+        return False
     try:
-        await service.start()
+        starting.result()
     except OSError as e:
         await service.stop()
         raise Failure(f"cannot listen on {cfg.server.address}:{cfg.server.port}: "
@@ -47,19 +133,12 @@ async def _serve(cfg: Config, args: argparse.Namespace) -> int:
                       "process") from None
     except SchemaError as e:
         await service.stop()
-        raise Failure(str(e)) from None
+        raise Failure(str(e), EXIT_SCHEMA) from None
     except SQLAlchemyError as e:
         reason = str(getattr(e, "orig", None) or e).splitlines()[0]
         raise Failure(f"cannot open the database ({reason}): check database.url and that its "
                       "directory exists and is writable") from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    logs.event(log, logs.INFO, "service.stopping")
-    await service.stop()
-    return 0
+    return True
 
 
 # -- output
@@ -459,7 +538,7 @@ def _main(argv: list[str] | None) -> int:
         cfg = config_mod.load(args.config)
     except config_mod.ConfigError as e:
         print(f"edx-hooks: config: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     try:
         if args.command == "serve":
             # The database, its WAL and the job store: readable by the
@@ -474,4 +553,4 @@ def _main(argv: list[str] | None) -> int:
         return asyncio.run(_with_store(handler, cfg, args))
     except Failure as e:
         print(f"edx-hooks: {e}", file=sys.stderr)
-        return 1
+        return e.code

@@ -142,12 +142,27 @@ class DeliveryHandler(web.RequestHandler):
             try:
                 outcome = self.storefront.receive(self.request.headers, self.body, self.shops,
                                                   self.endpoint)
+                self.catalog.expand(outcome.order)
             except Exception:
-                # a defect of ours, not the shop's: the delivery is still kept
+                outcome = self._internal_error()
+            await self.conclude(outcome)
+
+    def _internal_error(self) -> Outcome:
+        """A defect of ours, not the shop's: logged with its traceback,
+        answered 500 and still kept; whole when a shop's signature verified,
+        whatever the rejected-bytes budget, since a shop that does not
+        re-send (WooCommerce) leaves `edx-hooks replay` as its only way in
+        once the defect is fixed."""
+        logs.event(log, logs.ERROR, "delivery.error", provider=self.provider, exc_info=True)
+        outcome = rejected(500, "internal-error")
+        if self.storefront is not None:
+            try:
+                outcome.verified = self.storefront.verified(self.request.headers, self.body,
+                                                            self.shops)
+            except Exception:
                 logs.event(log, logs.ERROR, "delivery.error", provider=self.provider,
                            exc_info=True)
-                outcome = rejected(500, "internal-error")
-            await self.conclude(outcome)
+        return outcome
 
     async def _not_post(self, *_: str) -> None:
         if self.storefront is None:
@@ -164,7 +179,6 @@ class DeliveryHandler(web.RequestHandler):
         """Store the delivery (and its order), then answer. The store schedules
         the order's new line items before the commit is acknowledged."""
         self.concluding = True
-        self.catalog.expand(outcome.order)
         try:
             recorded = await self.store.record(self._delivery(outcome), outcome.order,
                                                outcome.unenroll)
@@ -173,21 +187,28 @@ class DeliveryHandler(web.RequestHandler):
             logs.event(log, logs.ERROR, "delivery.unstored", provider=self.provider, status=503)
             self._answer(503, "storage-unavailable", None)
             return
-        self._log_outcome(outcome, recorded)
+        try:
+            self._log_outcome(outcome, recorded)
+        except Exception:
+            # Stored with its outcome, and acted on: it is answered as stored,
+            # not with Tornado's error page (whose 500 would say otherwise).
+            logs.event(log, logs.ERROR, "delivery.error", provider=self.provider,
+                       delivery=recorded.delivery_id, exc_info=True)
         self._answer(outcome.status, outcome.reason, recorded.delivery_id)
 
     def _delivery(self, outcome: Outcome) -> NewDelivery:
-        """The delivery as stored: all of an accepted body; of a rejected one,
-        only the first ``retention.rejected_body_bytes`` (enough to diagnose
-        it and, for most orders, to replay it; not enough for a flood to fill
-        the disk)."""
-        body = self.body if outcome.status < 300 else self.body[:self.rejected_body_keep]
+        """The delivery as stored: all of an accepted body, or of a verified
+        one we failed to read; of a rejected one, only the first
+        ``retention.rejected_body_bytes`` (enough to diagnose it and, for most
+        orders, to replay it; not enough for a flood to fill the disk)."""
+        whole = outcome.status < 300 or outcome.verified
+        body = self.body if whole else self.body[:self.rejected_body_keep]
         headers = {name: value[:1000] for name, value in self.request.headers.get_all()}
         return NewDelivery(
             provider=self.provider, endpoint=f"{self.request.method} {self.request.path}"[:200],
             received_at=self.received_at, client_ip=self.request.remote_ip,
             headers=headers, body=body, body_size=self.size, status=outcome.status,
-            reason=outcome.reason, shop=outcome.shop)
+            reason=outcome.reason, shop=outcome.shop, verified=outcome.verified)
 
     def _log_outcome(self, outcome: Outcome, recorded: Recorded) -> None:
         """One line per delivery, and one per line item that failed on arrival

@@ -188,6 +188,52 @@ async def test_prune_keeps_orders_and_unfinished_deliveries(harness, lms):
     assert harness.db("SELECT count(*) FROM orders") == [(2,)]
 
 
+@pytest.mark.gen_test(timeout=120)
+async def test_prune_commits_in_small_transactions_beside_the_service(harness, lms):
+    """A prune of a long history never holds the write lock for long: it
+    commits batch after batch, and the service's deliveries go in between."""
+    import asyncio
+    import datetime as dt
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from edx_hooks.store import Store, utcnow
+    from edx_hooks.store.database import CLEANUP_BATCH
+
+    await harness.start()
+    assert (await harness.shopify(shopify_order(line_item()))).code == 200
+    assert (await harness.shopify(b"[]")).code == 400
+    await until(lambda: settled(harness))
+    copies = CLEANUP_BATCH + 50
+    with sqlite3.connect(harness.db_path) as conn:  # a year of history: each delivery, again
+        conn.execute(
+            "INSERT INTO deliveries (provider, endpoint, received_at, client_ip, headers, body, "
+            "body_size, status, reason, shop, order_id) "
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "SELECT provider, endpoint, datetime('now', '-400 days'), client_ip, headers, body, "
+            "body_size, status, reason, shop, order_id FROM deliveries, n", (copies,))
+    old = 2 * copies
+
+    store = Store(f"sqlite+aiosqlite:///{harness.db_path}")  # as `edx-hooks prune` opens it
+    await store.start(create=False)
+    commits = []
+    sa.event.listen(store.writer.engine, "commit", lambda conn: commits.append(1))
+    try:
+        pruning = asyncio.ensure_future(store.prune(utcnow() - dt.timedelta(days=1)))
+        await until(lambda: commits, timeout=20)
+        response = await harness.shopify(shopify_order(line_item(email="ada@example.org")))
+        assert response.code == 200
+        assert await pruning == old
+    finally:
+        await store.close()
+    assert len(commits) == -(-old // CLEANUP_BATCH) == 3
+    assert harness.db("SELECT count(*) FROM deliveries WHERE pruned_at IS NOT NULL "
+                      "AND body = x'' AND headers = '{}'") == [(old,)]
+    assert harness.db("SELECT count(*) FROM deliveries WHERE pruned_at IS NULL") == [(3,)]
+    await until(lambda: settled(harness) and len(harness.items()) == 2)
+
+
 @pytest.mark.gen_test
 async def test_check_config_offline_and_online(harness, lms):
     await harness.start()

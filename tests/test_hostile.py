@@ -180,6 +180,63 @@ async def test_a_storefront_defect_is_answered_500_and_the_delivery_kept(harness
 
 
 @pytest.mark.gen_test
+@pytest.mark.allow_tracebacks
+@pytest.mark.parametrize("where", ["storefront", "catalog"])
+async def test_a_genuine_delivery_we_fail_to_read_is_kept_whole_and_replayed(
+        harness, lms, monkeypatch, where):
+    """WooCommerce never re-sends a delivery answered 500: its whole body is
+    kept, past the rejected-bytes budget, so that replay recovers it once the
+    defect is fixed. A forgery is still cut to the budget."""
+    from edx_hooks.catalog import Catalog
+    from edx_hooks.storefronts import woocommerce
+
+    def defect(*args, **kwargs):
+        raise OverflowError("a defect of ours")
+
+    if where == "storefront":
+        monkeypatch.setattr(woocommerce, "_order", defect)
+    else:
+        monkeypatch.setattr(Catalog, "parts", defect)
+    await harness.start(retention={"rejected_body_bytes": 1024, "rejected_max_bytes": 0})
+    order = woo_order(woo_line(email="ada@example.org", name="z" * 20_000))
+    body = json.dumps(order).encode()
+    assert (await harness.woocommerce(body, secret="forged")).code == 403
+    response = await harness.woocommerce(body)
+    assert (response.code, json.loads(response.body)["reason"]) == (500, "internal-error")
+    forged, genuine = harness.deliveries()
+    assert (forged["status"], len(forged["body"])) == (403, 1024)
+    assert (genuine["status"], genuine["body"]) == (500, body)
+
+    monkeypatch.undo()  # the defect fixed (the command below runs without it anyway)
+    code, out, err = await harness.cli("replay", str(genuine["id"]))
+    assert code == 0, err
+    assert f"delivery {genuine['id']} replayed as delivery 3: 200 accepted" in out
+    await until(lambda: [i["state"] for i in harness.items()] == ["enrolled"], timeout=10)
+    assert [x.email for x in lms.learners()] == ["ada@example.org"]
+
+
+@pytest.mark.gen_test
+@pytest.mark.allow_tracebacks
+async def test_a_fault_logging_a_stored_delivery_is_answered_as_stored(harness, lms,
+                                                                       monkeypatch, caplog):
+    from edx_hooks.handlers import DeliveryHandler
+
+    def defect(*args, **kwargs):
+        raise OverflowError("a defect of ours")
+
+    monkeypatch.setattr(DeliveryHandler, "_log_outcome", defect)
+    await harness.start()
+    response = await harness.shopify(shopify_order(line_item()))
+    [delivery] = harness.deliveries()
+    assert (response.code, json.loads(response.body)["delivery"]) == (200, delivery["id"])
+    assert (delivery["status"], delivery["reason"]) == (200, "accepted")
+    await until(lambda: [i["state"] for i in harness.items()] == ["enrolled"])
+    events = [(getattr(r, "event", None), getattr(r, "fields", {})) for r in caplog.records]
+    assert ("delivery.error", {"provider": "shopify", "delivery": delivery["id"]}) in events
+    assert "request.error" not in {name for name, _ in events}
+
+
+@pytest.mark.gen_test
 async def test_genuine_but_unusable_items_are_failed_with_reasons(harness, lms):
     await harness.start()
     body = (b'{"id": 12, "line_items": [null, {"id": 3, "sku": 42, "properties": '

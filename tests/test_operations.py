@@ -158,6 +158,30 @@ def test_systemd_unit_is_hardened():
     assert "EnvironmentFile" in service
 
 
+def test_systemd_restarts_only_what_a_restart_can_fix():
+    """Config, schema and second-process errors are not restarted; a crash
+    loop stops; stopping leaves the drain its time."""
+    from edx_hooks import app, cli, config
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(ROOT / "systemd" / "edx-hooks.service")
+    assert {int(c) for c in unit["Service"]["RestartPreventExitStatus"].split()} == {
+        cli.EXIT_CONFIG, cli.EXIT_SCHEMA, cli.EXIT_LOCKED}
+    assert cli.EXIT_FAILURE not in {cli.EXIT_CONFIG, cli.EXIT_SCHEMA, cli.EXIT_LOCKED}
+    assert int(unit["Unit"]["StartLimitBurst"]) >= 1
+    burst_window = int(unit["Service"]["RestartSec"]) * int(unit["Unit"]["StartLimitBurst"])
+    assert int(unit["Unit"]["StartLimitIntervalSec"]) > burst_window  # the limit can be hit
+    drain = (config.LMS.__dataclass_fields__["timeout_seconds"].default
+             + app.DRAIN_MARGIN_SECONDS)
+    assert int(unit["Service"]["TimeoutStopSec"]) >= 2 * drain
+    text = (ROOT / "systemd" / "edx-hooks.service").read_text()
+    for code in (cli.EXIT_CONFIG, cli.EXIT_SCHEMA, cli.EXIT_LOCKED):
+        assert f"#   {code}  " in text  # each code explained beside the directive
+    readme = (ROOT / "README.md").read_text()
+    for code in (0, cli.EXIT_FAILURE, cli.EXIT_CONFIG, cli.EXIT_SCHEMA, cli.EXIT_LOCKED):
+        assert f"\n| {code} | " in readme
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_systemd_analyze_verify(tmp_path):
     # verify needs the ExecStart binary to exist: point it at a stand-in

@@ -57,7 +57,14 @@ def demo_receive(headers: Mapping[str, str], body: bytes, shops: Sequence[DemoSh
     return Outcome(200, "accepted", shop.shop, order)
 
 
-DEMO = Storefront(name="demo", receive=demo_receive, settings=DemoShop, shop_key="shop",
+def demo_verified(headers: Mapping[str, str], body: bytes, shops: Sequence[DemoShop]) -> bool:
+    shop = next((s for s in shops if s.shop == headers.get("X-Demo-Shop")), None)
+    return shop is not None and signature_valid(body, shop.secret,
+                                                headers.get("X-Demo-Signature", ""))
+
+
+DEMO = Storefront(name="demo", receive=demo_receive, verified=demo_verified, settings=DemoShop,
+                  shop_key="shop",
                   endpoints=(Endpoint("order", ("order",), "enrolls"),))
 
 

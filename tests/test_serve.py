@@ -11,6 +11,8 @@ import sys
 import pytest
 from tornado.testing import bind_unused_port
 
+from edx_hooks.cli import EXIT_CONFIG
+
 from .conftest import base_sections, line_item, shopify_order, until, write_config
 
 
@@ -100,7 +102,7 @@ def test_bad_config_stops_start_up_with_one_line(tmp_path, sections, env, expect
     proc = subprocess.run([sys.executable, "-m", "edx_hooks", "serve", "--config", str(path)],
                           capture_output=True, text=True, timeout=30,
                           env={**os.environ, **env})
-    assert proc.returncode == 2
+    assert proc.returncode == EXIT_CONFIG  # not restarted by the systemd unit
     assert proc.stderr.startswith(expected)
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
@@ -116,3 +118,78 @@ def test_unwritable_database_is_one_line(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "edx-hooks: cannot open the database" in proc.stderr
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_second_serve_on_the_same_database_refuses_and_the_commands_still_work(
+        harness, lms, serve):
+    from edx_hooks.cli import EXIT_LOCKED
+
+    first = serve()
+    await first.start()
+    order = shopify_order(line_item(email="ada@example.org"), line_item(email=None))
+    assert (await harness.shopify(order)).code == 200
+    await until(lambda: sorted(i["state"] for i in harness.items()) == ["enrolled", "failed"])
+
+    # the same config: the same database (and port, which it never reaches)
+    second = await start_serve(first.config)
+    _, err = await asyncio.wait_for(second.communicate(), 30)
+    err = err.decode()
+    assert second.returncode == EXIT_LOCKED
+    assert err == (f"edx-hooks: process {first.proc.pid} already serves database "
+                   f"{harness.db_path} (it holds {harness.db_path}.lock): stop it first, or "
+                   "give this one another database.url\n")
+    assert first.proc.returncode is None and not first.lines("service.stopping")
+
+    # the commands beside the running service
+    harness.config_path = first.config
+    code, out, _ = await harness.cli("orders")
+    assert code == 0 and str(order["id"]) in out
+    code, out, _ = await harness.cli("order", "shopify", str(order["id"]))
+    assert code == 0 and "ada@example.org" in out
+    [failed] = [i for i in harness.items() if i["state"] == "failed"]
+    code, out, _ = await harness.cli("retry", "--item", str(failed["id"]), "--wait", "20")
+    assert code == 1 and f"item {failed['id']} (shopify order {order['id']}): failed" in out
+    code, out, _ = await harness.cli("replay", "1")
+    assert code == 0 and "delivery 1 replayed as delivery 2: 200 accepted" in out
+    code, out, _ = await harness.cli("prune", "--older-than", "0")
+    assert code == 0 and "removed body and headers of 2 finished deliveries" in out
+
+    # killed, it leaves no lock behind: the next start takes it
+    await first.kill()
+    again = serve()
+    await again.start()
+    assert await again.stop() == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sigterm_during_start_up_stops_it_cleanly(harness, lms, serve):
+    """Start-up held in the schema upgrade (another connection holds the
+    write lock) when SIGTERM comes: it stops, exit 0, never serving."""
+    import sqlite3
+
+    from .test_upgrade import load_fixture
+
+    load_fixture(harness.db_path)
+    with sqlite3.connect(harness.db_path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+    blocker = sqlite3.connect(harness.db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    proc = await start_serve(serve().config)
+    try:
+        try:
+            seen = await read_until(proc.stderr, "event=service.starting")
+            proc.send_signal(signal.SIGTERM)
+            seen += await read_until(proc.stderr, "event=service.stopping")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        seen += (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
+        assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert "event=service.stopping during=start-up" in seen
+    assert "event=service.stopped" in seen
+    assert "event=service.started" not in seen and "Traceback" not in seen

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from edx_hooks.cli import EXIT_SCHEMA
 from edx_hooks.store import Store, metadata, migrate
 
 from .conftest import SHOPIFY_REFUND, SHOPIFY_SECRET, until
@@ -182,7 +183,7 @@ async def test_a_database_newer_than_the_code_is_refused_untouched(harness, serv
     service = serve()
     with pytest.raises(AssertionError, match="serve ended"):
         await service.start()
-    assert await service.proc.wait() == 1
+    assert await service.proc.wait() == EXIT_SCHEMA
     assert [line for line in service.log if line.startswith("edx-hooks:")] == [
         f"edx-hooks: database {harness.db_path} has schema 0099, newer than this edx-hooks "
         "knows (up to 0003): run the edx-hooks release that wrote it, or restore the copy "
@@ -203,7 +204,7 @@ async def test_an_upgrade_that_fails_is_rolled_back_whole(harness, serve):
     service = serve()
     with pytest.raises(AssertionError, match="serve ended"):
         await service.start()
-    assert await service.proc.wait() == 1
+    assert await service.proc.wait() == EXIT_SCHEMA
     [line] = [line for line in service.log if line.startswith("edx-hooks:")]
     assert line.startswith(f"edx-hooks: upgrading database {harness.db_path} from schema 0001 "
                            "to 0003 failed (1 rows break a foreign key)")
@@ -253,7 +254,7 @@ async def test_a_copy_that_cannot_be_written_stops_the_upgrade_with_one_line(tmp
     real_open = os.open
 
     def full_disk(path, *args, **kwargs):
-        if str(path).endswith(".bak"):
+        if ".schema-" in str(path):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(path, *args, **kwargs)
 
@@ -266,6 +267,44 @@ async def test_a_copy_that_cannot_be_written_stops_the_upgrade_with_one_line(tmp
                             "left on device): free space or fix the directory's permissions; "
                             "the database is unchanged")
     assert "awaiting_payment" in columns(db, "orders") and list(tmp_path.glob("*.bak")) == []
+    assert list(tmp_path.glob("*.copying*")) == []
+
+
+@pytest.mark.gen_test
+async def test_an_upgrade_failing_at_every_restart_keeps_one_copy(tmp_path):
+    """Under Restart=on-failure a failing upgrade is retried again and again:
+    it takes one copy, the first time, and never another."""
+    from edx_hooks.store import SchemaError
+
+    db = tmp_path / "edx-hooks.db"
+    load_fixture(db)
+    [(_, order_id)] = rows(db, "items", ["id", "order_id"])[:1]
+    with sqlite3.connect(db) as conn:  # a row edited by hand, pointing nowhere
+        conn.execute("UPDATE items SET order_id = 999 WHERE id = 1")
+    broken = {t: rows(db, t) for t in OLD_TABLES}
+    # what a copy cut short by kill -9 leaves: never taken for a copy
+    (tmp_path / "edx-hooks.db.schema-0001.copying").write_bytes(b"half a copy")
+    errors = []
+    for _ in range(3):
+        store = Store(f"sqlite+aiosqlite:///{db}")
+        with pytest.raises(SchemaError) as e:
+            await store.start()
+        await store.close()
+        errors.append(str(e.value))
+    [backup] = tmp_path.glob("edx-hooks.db.schema-0001-*.bak")
+    assert list(tmp_path.glob("*.copying*")) == []
+    assert len(set(errors)) == 1 and f"(a copy is at {backup})" in errors[0]
+
+    with sqlite3.connect(db) as conn:  # the operator mends the row; the upgrade goes through
+        conn.execute("UPDATE items SET order_id = ? WHERE id = 1", (order_id,))
+    store = Store(f"sqlite+aiosqlite:///{db}")
+    await store.start()
+    await store.close()
+    assert (store.upgrade.before, store.upgrade.after, store.upgrade.backup) == (
+        "0001", migrate.head(), str(backup))
+    assert list(tmp_path.glob("*.bak")) == [backup]
+    # the copy is the database as the first failed start found it
+    assert {t: rows(backup, t) for t in OLD_TABLES} == broken
 
 
 def test_the_schema_constant_is_the_head_of_the_revisions():

@@ -5,6 +5,7 @@ method here or a statement of ``schema``/``writes``."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -58,6 +59,14 @@ log = logging.getLogger("edx_hooks.store")
 
 #: what is kept of a rejected delivery's body once the budget is spent
 REJECTED_HEAD = 1024
+#: rows a prune or retention pass changes per transaction: each holds the
+#: write lock for milliseconds, so a delivery arriving meanwhile (in the
+#: service, or beside `edx-hooks prune`) waits that long at most
+CLEANUP_BATCH = 500
+#: the pause between two of those transactions: longer than SQLite's longest
+#: busy-handler sleep (100 ms), so that a writer of another process waiting
+#: for the lock takes it before the next batch does
+CLEANUP_PAUSE_SECONDS = 0.12
 
 __all__ = ["REJECTED_HEAD", "Store"]
 
@@ -152,8 +161,12 @@ class Store:
         """Keep a rejected body whole while the kept ones stay within the
         budget (so that `edx-hooks replay` can recover a genuine order
         rejected while a secret was wrong); past it, its first
-        :data:`REJECTED_HEAD` bytes only. Warned once an hour, not per request."""
-        if len(delivery.body) > REJECTED_HEAD \
+        :data:`REJECTED_HEAD` bytes only. Warned once an hour, not per request.
+        A delivery a shop signed is kept whole whatever the budget: only a
+        genuine shop can send one (forgeries cannot use this), and a shop that
+        never re-sends (WooCommerce) has no other way back in than
+        `edx-hooks replay`."""
+        if not delivery.verified and len(delivery.body) > REJECTED_HEAD \
                 and self.rejected_bytes + len(delivery.body) > self.rejected_budget:
             delivery.body = delivery.body[:REJECTED_HEAD]
             self._trimmed_since_warning += 1
@@ -227,14 +240,28 @@ class Store:
         return await self._submit(retry_failed, item_ids, order_ids)
 
     async def prune(self, before: dt.datetime) -> int:
-        """Remove the raw body and headers of finished deliveries; return how many."""
-        return await self._submit(prune, before)
+        """Remove the raw body and headers of finished deliveries; return how
+        many. In transactions of :data:`CLEANUP_BATCH` rows, so that the
+        service's writes never wait long for the write lock."""
+        total = last = 0
+        while True:
+            done, last = await self._submit(prune, before, last, CLEANUP_BATCH)
+            total += done
+            if done < CLEANUP_BATCH:
+                return total
+            await asyncio.sleep(CLEANUP_PAUSE_SECONDS)
 
     async def delete_rejected(self, before: dt.datetime) -> int:
-        """Delete rejected deliveries received before ``before``; return how many."""
-        deleted, kept = await self._submit(delete_rejected, before)
-        self.rejected_bytes = max(0, self.rejected_bytes - kept)
-        return deleted
+        """Delete rejected deliveries received before ``before``; return how
+        many. In transactions of :data:`CLEANUP_BATCH` rows, as :meth:`prune`."""
+        total = 0
+        while True:
+            deleted, kept = await self._submit(delete_rejected, before, CLEANUP_BATCH)
+            total += deleted
+            self.rejected_bytes = max(0, self.rejected_bytes - kept)
+            if deleted < CLEANUP_BATCH:
+                return total
+            await asyncio.sleep(CLEANUP_PAUSE_SECONDS)
 
     async def check_writable(self) -> None:
         """Commit a write through the writer; raises if the database refuses it."""

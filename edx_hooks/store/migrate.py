@@ -8,14 +8,17 @@ The revisions live in ``migrations/versions``. Release 0.1.0 kept no
 version: a database holding its tables and no version table is at
 :data:`BASELINE`. An upgrade of an SQLite file runs in one transaction (all
 or nothing) after a copy of the file is taken with SQLite's backup API, and
-is logged as ``database.upgraded``; a database newer than this code is
-refused with one line, never touched.
+is logged as ``database.upgraded`` (one copy per schema version: a failed
+upgrade retried at each restart does not copy the file again); a database
+newer than this code is refused with one line, never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import glob
 import logging
 import os
 import sqlite3
@@ -205,31 +208,37 @@ def prepare_sqlite(engine: sa.Engine, create: bool) -> Upgrade:
 
 def _backup(path: str, found: str) -> str:
     """A consistent copy of the database (SQLite's online backup), readable
-    by this user only, before it is upgraded from ``found``; a new name each
-    time (a restart loop must not overwrite the good copy)."""
+    by this user only, before it is upgraded from ``found``: one per schema
+    version. A copy taken at an earlier start is kept and not taken again: an
+    upgrade that fails is rolled back, so the database is still what that
+    copy holds, and a restart loop must neither fill the disk with copies nor
+    replace the good one. The copy is written under a temporary name and
+    renamed when complete, so a copy cut short (kill -9, full disk) is never
+    taken for one."""
+    kept = sorted(glob.glob(f"{glob.escape(path)}.schema-{found}-*.bak"))
+    if kept:
+        logs.event(log, logs.INFO, "database.backup_kept", path=path, schema=found,
+                   backup=kept[-1])
+        return kept[-1]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    for n in range(100):
-        target = f"{path}.schema-{found}-{stamp}{f'-{n}' if n else ''}.bak"
-        try:
-            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            break
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise SchemaError(f"cannot copy {path} before upgrading it from schema {found} "
-                              f"({e.strerror or e}): free space or fix the directory's "
-                              "permissions; the database is unchanged") from None
-    else:
-        raise SchemaError(f"cannot name a copy of {path}: remove old {path}.schema-*.bak files")
+    target = f"{path}.schema-{found}-{stamp}.bak"
+    partial = f"{path}.schema-{found}.copying"
     try:
+        for leftover in (partial, f"{partial}-journal"):  # of a copy cut short
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         with _closing(sqlite3.connect(path)) as source, \
-                _closing(sqlite3.connect(target)) as copy:
+                _closing(sqlite3.connect(partial)) as copy:
             source.backup(copy)
+        os.replace(partial, target)
     except (OSError, sqlite3.Error) as e:
-        os.unlink(target)
-        raise SchemaError(f"cannot copy {path} before upgrading it from schema {found} ({e}): "
-                          "free space or fix the directory's permissions; the database is "
-                          "unchanged") from None
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise SchemaError(f"cannot copy {path} before upgrading it from schema {found} "
+                          f"({reason}): free space or fix the directory's permissions; the "
+                          "database is unchanged") from None
     return target
 
 

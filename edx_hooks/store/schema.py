@@ -158,6 +158,9 @@ class NewDelivery:
     status: int
     reason: str
     shop: str | None = None
+    #: a rejected delivery a shop signed (we failed to read it): its body is
+    #: kept whole, whatever the rejected-bytes budget
+    verified: bool = False
 
 
 @dataclass

@@ -380,28 +380,37 @@ def retry_failed(conn: Connection, item_ids: list[int] | None,
 
 
 @each
-def prune(conn: Connection, before: dt.datetime) -> int:
-    """Drop body and headers of deliveries received before ``before`` whose
-    order is finished (no pending item) or that had no order."""
+def prune(conn: Connection, before: dt.datetime, after_id: int, limit: int) -> tuple[int, int]:
+    """Drop body and headers of up to ``limit`` deliveries, the first after
+    ``after_id``, received before ``before`` whose order is finished (no
+    pending item) or that had no order. Return how many (fewer than
+    ``limit``: none is left) and the last id looked at."""
     unfinished = sa.select(items.c.order_id).where(items.c.state.in_(SCHEDULED))
-    stmt = (deliveries.update()
-            .where(deliveries.c.received_at < before, deliveries.c.pruned_at.is_(None),
-                   sa.or_(deliveries.c.order_id.is_(None),
-                          deliveries.c.order_id.not_in(unfinished)))
-            .values(body=b"", headers="{}", pruned_at=utcnow()))
-    return conn.execute(stmt).rowcount
+    ids = conn.execute(
+        sa.select(deliveries.c.id)
+        .where(deliveries.c.id > after_id, deliveries.c.received_at < before,
+               deliveries.c.pruned_at.is_(None),
+               sa.or_(deliveries.c.order_id.is_(None), deliveries.c.order_id.not_in(unfinished)))
+        .order_by(deliveries.c.id).limit(limit)).scalars().all()
+    if ids:
+        conn.execute(deliveries.update().where(deliveries.c.id.in_(ids))
+                     .values(body=b"", headers="{}", pruned_at=utcnow()))
+    return len(ids), ids[-1] if ids else after_id
 
 
 @each
-def delete_rejected(conn: Connection, before: dt.datetime) -> tuple[int, int]:
-    """Delete rejected deliveries (they have no order) and activation pings
-    (unsigned by nature) received before ``before``; return how many, and the
-    bytes of body they kept."""
+def delete_rejected(conn: Connection, before: dt.datetime, limit: int) -> tuple[int, int]:
+    """Delete up to ``limit`` rejected deliveries (they have no order) and
+    activation pings (unsigned by nature) received before ``before``; return
+    how many (fewer than ``limit``: none is left), and the bytes of body they
+    kept."""
     old = sa.and_(sa.or_(deliveries.c.status >= 300, deliveries.c.reason == "ping"),
                   deliveries.c.order_id.is_(None), deliveries.c.received_at < before)
-    kept = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(
-        deliveries.c.body)), 0)).where(old)).scalar_one()
-    return conn.execute(deliveries.delete().where(old)).rowcount, kept
+    rows = conn.execute(sa.select(deliveries.c.id, sa.func.length(deliveries.c.body))
+                        .where(old).order_by(deliveries.c.id).limit(limit)).all()
+    if rows:
+        conn.execute(deliveries.delete().where(deliveries.c.id.in_([i for i, _ in rows])))
+    return len(rows), sum(size or 0 for _, size in rows)
 
 
 @each

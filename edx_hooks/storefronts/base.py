@@ -38,6 +38,9 @@ class Storefront:
     name: str
     #: judge a delivery: receive(headers, body, shops, endpoint) -> Outcome; pure, no I/O
     receive: Callable[[Mapping[str, str], bytes, Sequence[Any], Endpoint], Outcome]
+    #: whether one of the shops signed a delivery: verified(headers, body, shops) -> bool;
+    #: asked when judging it failed, to keep its whole body for `edx-hooks replay`
+    verified: Callable[[Mapping[str, str], bytes, Sequence[Any]], bool]
     #: one shop's settings: a frozen dataclass of config.setting() fields
     settings: type
     #: the setting that tells this storefront's shops apart (no two alike)
@@ -69,6 +72,9 @@ class Outcome:
     level: int = 20
     #: line items to unenroll (a refund, a cancellation)
     unenroll: Unenroll | None = None
+    #: a shop's signature verified, though the delivery is rejected (a defect
+    #: of ours): its whole body is kept, whatever the rejected-bytes budget
+    verified: bool = False
 
 
 def rejected(status: int, reason: str, shop: str | None = None) -> Outcome:

@@ -69,9 +69,8 @@ class Shop:
                                               "(destructive: off by default)")
 
 
-def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
-            endpoint: Endpoint) -> Outcome:
-    """Verify a delivery and, when genuine, read what it asks for."""
+def _signer(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop]) -> Shop | Outcome:
+    """The shop whose secret signed this delivery, or the rejection."""
     domain = headers.get("X-Shopify-Shop-Domain")
     signature = headers.get("X-Shopify-Hmac-Sha256")
     if not domain:
@@ -84,6 +83,21 @@ def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
         return rejected(403, "unknown-shop", shop_domain)
     if not signature_valid(body, shop.secret, signature):
         return rejected(403, "bad-signature", shop_domain)
+    return shop
+
+
+def verified(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop]) -> bool:
+    """Whether a configured shop signed this delivery."""
+    return not isinstance(_signer(headers, body, shops), Outcome)
+
+
+def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
+            endpoint: Endpoint) -> Outcome:
+    """Verify a delivery and, when genuine, read what it asks for."""
+    shop = _signer(headers, body, shops)
+    if isinstance(shop, Outcome):
+        return shop
+    shop_domain = shop.shop_domain
     doc = parse_json_object(body)
     if doc is None:
         return rejected(400, "body-not-json-object", shop_domain)
@@ -159,7 +173,7 @@ def _property(line: dict[str, Any], wanted: str) -> Any:
 
 
 STOREFRONT = Storefront(
-    name=PROVIDER, receive=receive, settings=Shop, shop_key="shop_domain",
+    name=PROVIDER, receive=receive, verified=verified, settings=Shop, shop_key="shop_domain",
     endpoints=(
         Endpoint("order/create", ("orders/create", "orders/paid"),
                  "enrolls (with require_payment, once financial_status is paid)"),

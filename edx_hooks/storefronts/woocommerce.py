@@ -140,19 +140,10 @@ def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
         return _ping(body)
     if content_type != "application/json" and not content_type.endswith("+json"):
         return rejected(400, "unsupported-content-type")
-
-    source = headers.get("X-WC-Webhook-Source")
-    signature = headers.get("X-WC-Webhook-Signature")
-    if not source:
-        return rejected(400, "missing-source")
-    shop = normalize_source(source)[:255]
-    if not signature:
-        return rejected(400, "missing-signature", shop)
-    settings = next((s for s in shops if normalize_source(s.source) == shop), None)
-    if settings is None:
-        return rejected(403, "unknown-source", shop)
-    if not signature_valid(body, [signing_key(s) for s in settings.secret], signature):
-        return rejected(403, "bad-signature", shop)
+    settings = _signer(headers, body, shops)
+    if isinstance(settings, Outcome):
+        return settings
+    shop = normalize_source(settings.source)
     doc = parse_json_object(body)
     if doc is None:
         return rejected(400, "body-not-json-object", shop)
@@ -196,6 +187,28 @@ def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
     order = _order(doc, order_id, shop, hold, modified)
     reason = hold or ("accepted" if order.items else "accepted-no-line-items")
     return Outcome(200, reason, shop, order, warnings=warnings, extra=extra)
+
+
+def _signer(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop]) -> Shop | Outcome:
+    """The shop whose secret signed this delivery, or the rejection."""
+    source = headers.get("X-WC-Webhook-Source")
+    signature = headers.get("X-WC-Webhook-Signature")
+    if not source:
+        return rejected(400, "missing-source")
+    shop = normalize_source(source)[:255]
+    if not signature:
+        return rejected(400, "missing-signature", shop)
+    settings = next((s for s in shops if normalize_source(s.source) == shop), None)
+    if settings is None:
+        return rejected(403, "unknown-source", shop)
+    if not signature_valid(body, [signing_key(s) for s in settings.secret], signature):
+        return rejected(403, "bad-signature", shop)
+    return settings
+
+
+def verified(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop]) -> bool:
+    """Whether a configured shop signed this delivery."""
+    return not isinstance(_signer(headers, body, shops), Outcome)
 
 
 def _order(doc: dict[str, Any], order_id: str, shop: str, hold: str | None = None,
@@ -254,7 +267,7 @@ def learner_email(meta_data: Any) -> Any:
 
 
 STOREFRONT = Storefront(
-    name=PROVIDER, receive=receive, settings=Shop, shop_key="source",
+    name=PROVIDER, receive=receive, verified=verified, settings=Shop, shop_key="source",
     normalize=normalize_source,
     endpoints=(
         # order.created and order.updated are handled alike: a shop that
