@@ -477,7 +477,7 @@ class LMSClient:
                            "course_details": {"course_id": course_id},
                            "force_enrollment": True})
         response = await self._authorized("POST", ENROLLMENT_PATH, body, "application/json",
-                                    slot_taken=slot_taken)
+                                          slot_taken=slot_taken)
         if response.code != 200:
             message = _message(response)
             raise error_for(response, "the enrollment API", hints={

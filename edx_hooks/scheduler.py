@@ -37,6 +37,13 @@ JOB_FUNC = "edx_hooks.jobs:enroll_items"
 CHECK_FUNC = "edx_hooks.jobs:check_accounts"
 #: most line items in one job when resuming
 RESUME_CHUNK = 500
+#: instances of one item job (by id) that may run at once. APScheduler skips
+#: a job that comes due while an instance with its id still runs, and drops
+#: it: a job made for an item while the job with that id works on it (the
+#: refund's, or a revival's, while its enrollment call is under way) would be
+#: lost until the sweep. The jobs themselves never work on an item twice at
+#: once (``jobs``: an item in flight is looked at again when it is free).
+ITEM_JOB_INSTANCES = 1000
 
 
 class CachedSQLAlchemyJobStore(SQLAlchemyJobStore):
@@ -123,19 +130,22 @@ def schedule_new(scheduler: AsyncIOScheduler, item_ids: list[int]) -> None:
     """
     if item_ids:
         scheduler.add_job(JOB_FUNC, "date", args=[list(item_ids)], jobstore="memory",
-                          id=f"enroll-{item_ids[0]}", replace_existing=True)
+                          id=f"enroll-{item_ids[0]}", replace_existing=True,
+                          max_instances=ITEM_JOB_INSTANCES)
 
 
 def schedule_retry(scheduler: AsyncIOScheduler, item_id: int, when: dt.datetime) -> None:
     """Make the next attempt for one line item at ``when`` (naive UTC)."""
     scheduler.add_job(JOB_FUNC, "date", run_date=when.replace(tzinfo=dt.UTC),
-                      args=[[item_id]], id=f"retry-{item_id}", replace_existing=True)
+                      args=[[item_id]], id=f"retry-{item_id}", replace_existing=True,
+                      max_instances=ITEM_JOB_INSTANCES)
 
 
 def schedule_check(scheduler: AsyncIOScheduler, item_id: int, when: dt.datetime) -> None:
     """Look for the account of an item's learner at ``when`` (naive UTC)."""
     scheduler.add_job(CHECK_FUNC, "date", run_date=when.replace(tzinfo=dt.UTC),
-                      args=[[item_id]], id=f"account-{item_id}", replace_existing=True)
+                      args=[[item_id]], id=f"account-{item_id}", replace_existing=True,
+                      max_instances=ITEM_JOB_INSTANCES)
 
 
 def covered(scheduler: AsyncIOScheduler) -> set[int]:

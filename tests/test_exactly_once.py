@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import logging
 
 import pytest
 
@@ -212,3 +213,34 @@ async def test_a_woocommerce_order_cancelled_then_paid_ends_enrolled(harness, lm
     assert actions[-1] == "enroll"
     if first_call == "succeeds":
         assert actions[-3:] == ["enroll", "unenroll", "enroll"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_outcome_that_changes_nothing_is_not_logged_as_done(harness, lms, caplog):
+    """The cancellation's unenroll call is under way when a later payment
+    places the order again: the unenrollment's outcome finds the item moved
+    on, records nothing and logs no item.unenrolled; the learner is
+    enrolled again, and that is logged."""
+    caplog.set_level(logging.INFO, logger="edx_hooks")
+    await harness.start(woocommerce={"unenroll_on_refund": True})
+    order = woo_order(woo_line(email="moved@example.org"), status="pending")
+
+    async def deliver(status: str, modified: str) -> None:
+        assert (await harness.woocommerce(woo_at(order, status, modified), path=WOO_UPDATE,
+                                          topic="order.updated")).code == 200
+
+    await deliver("pending", "2026-11-28T10:00:00")
+    await harness.quiet()
+    lms.hold = asyncio.Event()
+    await deliver("cancelled", "2026-11-28T11:00:00")
+    await until(lambda: len(lms.calls) == 2)  # the unenroll call, held
+    await deliver("processing", "2026-11-28T12:00:00")
+    assert harness.items()[0]["state"] == "pending"
+    lms.hold.set()
+    await until(lambda: harness.items()[0]["state"] == "enrolled", timeout=20)
+    await harness.quiet()
+    events = [r.getMessage().split()[0] for r in caplog.records
+              if r.getMessage().startswith("event=item.")]
+    assert "event=item.unenrolled" not in events
+    assert events.count("event=item.enrolled") == 2
+    assert [x.action for x in lms.learners()] == ["enroll", "unenroll", "enroll"]
