@@ -583,6 +583,8 @@ def main() -> None:  # pragma: no cover - for benchmarks and manual runs
     parser.add_argument("--client-secret", default="lms-client-secret")
     parser.add_argument("--latency", type=float, default=0.0,
                         help="seconds every enrollment call takes")
+    parser.add_argument("--per-learner", type=float, default=0.0,
+                        help="seconds a bulk enrollment call takes for each learner it emails")
     parser.add_argument("--throttle", type=float, nargs=2, metavar=("CALLS", "SECONDS"),
                         help="throttle the enrollment views as the LMS does (DRF): at most "
                              "CALLS in any SECONDS, then 429 with Retry-After")
@@ -591,6 +593,7 @@ def main() -> None:  # pragma: no cover - for benchmarks and manual runs
     async def serve() -> None:
         lms = StandinLMS(client_secret=args.client_secret)
         lms.latency = args.latency
+        lms.per_learner = args.per_learner
         if args.throttle:
             lms.throttle = (int(args.throttle[0]), args.throttle[1])
         lms.port = args.port
