@@ -37,6 +37,8 @@ async def _serve(cfg: Config, args: argparse.Namespace) -> int:
         logs.event(log, logs.WARNING, "config.readable", path=cfg.path,
                    secrets=",".join(cfg.secrets_in_file),
                    fix=f"chmod 600 {cfg.path}, or set the secrets as EDX_HOOKS_* variables")
+    for problem in cfg.weak_secrets:
+        logs.event(log, logs.WARNING, "config.weak_secret", problem=problem)
     service = Service(cfg)
     try:
         await service.start()
@@ -275,6 +277,8 @@ async def _check(cfg: Config, args: argparse.Namespace) -> int:
 
     print(f"config OK: listening on {cfg.server.address}:{cfg.server.port}, database "
           f"{cfg.database.url}, storefronts: {', '.join(cfg.storefronts) or 'none'}")
+    for problem in cfg.weak_secrets:
+        print(f"warning: {problem}")
     public = cfg.server.public_url or cfg.lms.base_url  # /webhooks/ is on the LMS's host
     for name in cfg.storefronts:  # what to subscribe, where
         storefront = STOREFRONTS[name]
@@ -451,6 +455,8 @@ def _main(argv: list[str] | None) -> int:
         return 0
     try:
         cfg = config_mod.load(args.config)
+        if args.command in ("serve", "check-config", "replay"):  # those that use the secrets
+            config_mod.check_secrets(cfg)
     except config_mod.ConfigError as e:
         print(f"edx-hooks: config: {e}", file=sys.stderr)
         return 2

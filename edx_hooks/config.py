@@ -102,6 +102,19 @@ def secret(value: Any) -> str:
     return value
 
 
+#: a secret shorter than this gets a warning (not a refusal: an upgrade must
+#: not stop a running install)
+WEAK_SECRET_LENGTH = 16
+
+
+def placeholder(value: str) -> bool:
+    """Whether a secret is a placeholder, such as the example config's
+    ``set-me-in-EDX_HOOKS_...``: written in a public file, it is a key anyone
+    can sign with."""
+    value = value.strip().lower()
+    return value.startswith(("set-me", "change-me", "changeme")) or value in ("secret", "xxx")
+
+
 def one_or_list(value: Any, bad_json: str) -> list[Any]:
     """A value, or a list of them: a TOML array, or in the environment (where
     everything is a string) a JSON array."""
@@ -400,6 +413,10 @@ class Config:
     path: str | None = None
     #: the secrets set in that file (config.readable warns about them)
     secrets_in_file: tuple[str, ...] = ()
+    #: secrets that are placeholders: one-line refusals (:func:`check_secrets`)
+    placeholders: tuple[str, ...] = ()
+    #: secrets shorter than WEAK_SECRET_LENGTH: one-line warnings
+    weak_secrets: tuple[str, ...] = ()
 
     @property
     def storefronts(self) -> list[str]:
@@ -507,6 +524,8 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
     built: dict[str, Any] = {}
     shops: dict[str, tuple[Any, ...]] = {}
     secrets_in_file: list[str] = []
+    placeholders: list[str] = []
+    weak: list[str] = []
     for section, cls in every.items():
         several = section in several_tables
         found = tables.get(section, [])
@@ -526,7 +545,7 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
             table = found[n] if n < len(found) else {}
             label = section if count <= 1 else f"{section}[{n}]"
             made.append(cls(**_values(declarations[section], table, env, section, n, label,
-                                      secrets_in_file)))
+                                      secrets_in_file, placeholders, weak)))
         if several:
             shops[section] = tuple(made)
         else:
@@ -540,7 +559,8 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
     built["database"] = dataclasses.replace(
         database, jobs_url=database.jobs_url or jobs_url_for(database.url))
     return Config(**built, shops=shops, products=products, path=path,
-                  secrets_in_file=tuple(secrets_in_file))
+                  secrets_in_file=tuple(secrets_in_file), placeholders=tuple(placeholders),
+                  weak_secrets=tuple(weak))
 
 
 def _check_catalog(products: tuple[Product, ...]) -> None:
@@ -555,8 +575,10 @@ def _check_catalog(products: tuple[Product, ...]) -> None:
 
 def _values(declared_here: tuple[Setting, ...], table: dict[str, Any],
             env: dict[tuple[str, int | None, str], str], section: str, n: int, label: str,
-            secrets_in_file: list[str]) -> dict[str, Any]:
-    """One table's values, from the environment, the file or the defaults."""
+            secrets_in_file: list[str], placeholders: list[str],
+            weak: list[str]) -> dict[str, Any]:
+    """One table's values, from the environment, the file or the defaults; a
+    placeholder or weak secret is noted in ``placeholders`` or ``weak``."""
     values = {}
     for s in declared_here:
         env_key = next((k for k in ((section, n, s.key), (section, None, s.key)) if k in env),
@@ -580,7 +602,33 @@ def _values(declared_here: tuple[Setting, ...], table: dict[str, Any],
             where = "" if origin == f"{label}.{s.key}" else f" (from {origin})"
             raise ConfigError(f"{label}.{s.key} = {shown}{where} {e}: "
                               f"{_fix_hint(s)}") from None
+        if s.secret:
+            _judge_secret(s, values[s.key], label, origin, placeholders, weak)
     return values
+
+
+def _judge_secret(s: Setting, value: str | list[str], label: str, origin: str,
+                  placeholders: list[str], weak: list[str]) -> None:
+    """Note a placeholder (refused by :func:`check_secrets`) or a weak secret
+    (warned about), each as one line that names the key and the fix, never
+    the value."""
+    where = "" if origin == f"{label}.{s.key}" else f" (from {origin})"
+    values = value if isinstance(value, list) else [value]
+    if any(placeholder(v) for v in values):
+        off = (f", or remove [{s.section}] to switch {s.section} off"
+               if s.section in storefront_sections() else "")
+        placeholders.append(f"{label}.{s.key}{where} is a placeholder, public in the example "
+                            f"config, so anyone could sign with it: {_fix_hint(s)}{off}")
+    elif any(len(v) < WEAK_SECRET_LENGTH for v in values):
+        weak.append(f"{label}.{s.key}{where} is shorter than {WEAK_SECRET_LENGTH} characters, "
+                    f"easy to guess: {_fix_hint(s)} to a longer one (letters and digits)")
+
+
+def check_secrets(cfg: Config) -> None:
+    """Refuse a config whose secret is a placeholder: ``serve``, ``check-config``
+    and ``replay`` call this (reading commands need no secret)."""
+    if cfg.placeholders:
+        raise ConfigError(cfg.placeholders[0])
 
 
 def _check_unique(section: str, shops: tuple[Any, ...]) -> None:

@@ -130,9 +130,43 @@ def test_example_config_documents_every_key():
     for setting in config.settings():
         assert f"[{setting.section}]" in text
         assert f"{setting.key} =" in text, setting.name
-    # and it loads, with its placeholders
+    # and it loads, with no shop switched on and its LMS secret a placeholder
+    # that serve and check-config refuse
     cfg = config.load(str(example), {})
-    assert cfg.storefronts == ["shopify", "woocommerce"]
+    assert cfg.storefronts == []
+    with pytest.raises(ConfigError, match="^lms.client_secret is a placeholder"):
+        config.check_secrets(cfg)
+
+
+@pytest.mark.parametrize("value", ["set-me-in-EDX_HOOKS_WOOCOMMERCE_SECRET", "set-me",
+                                   ["a-real-secret-of-some-length", "SET-ME-too"]])
+def test_a_placeholder_secret_is_refused_naming_the_key_and_the_fix(tmp_path, value):
+    cfg = load(tmp_path, {**MINIMAL, "woocommerce": {"source": "https://shop.example/",
+                                                     "secret": value}})
+    with pytest.raises(ConfigError) as e:
+        config.check_secrets(cfg)
+    message = str(e.value)
+    assert message == (
+        "woocommerce.secret is a placeholder, public in the example config, so anyone could "
+        "sign with it: set secret in [woocommerce] or EDX_HOOKS_WOOCOMMERCE_SECRET, or "
+        "remove [woocommerce] to switch woocommerce off")
+    # the environment's name is said when the placeholder came from there
+    cfg = load(tmp_path, MINIMAL, {"EDX_HOOKS_LMS_CLIENT_SECRET": "set-me-in-EDX_HOOKS_LMS_"
+                                                                  "CLIENT_SECRET"})
+    with pytest.raises(ConfigError, match=r"^lms.client_secret \(from "
+                                          r"EDX_HOOKS_LMS_CLIENT_SECRET\) is a placeholder"):
+        config.check_secrets(cfg)
+
+
+def test_a_weak_secret_is_a_warning_not_a_refusal(tmp_path):
+    cfg = load(tmp_path, {**MINIMAL, "shopify": {"shop_domain": "a.myshopify.com",
+                                                 "secret": ["short", "x" * 16]}})
+    config.check_secrets(cfg)  # no refusal
+    assert cfg.weak_secrets == (
+        "lms.client_secret is shorter than 16 characters, easy to guess: set client_secret "
+        "in [lms] or EDX_HOOKS_LMS_CLIENT_SECRET to a longer one (letters and digits)",
+        "shopify.secret is shorter than 16 characters, easy to guess: set secret in "
+        "[shopify] or EDX_HOOKS_SHOPIFY_SECRET to a longer one (letters and digits)")
 
 
 def test_several_shops_and_secret_lists(tmp_path):
