@@ -5,6 +5,7 @@ placeholder secrets are refused by `serve` and `check-config`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import pathlib
 import re
 import signal
@@ -117,3 +118,45 @@ def test_a_weak_secret_is_warned_about_not_refused(tmp_path, admin_env):
     assert ("warning: shopify.secret (from EDX_HOOKS_SHOPIFY_SECRET) is shorter than 16 "
             "characters, easy to guess") in proc.stdout
     assert "shortsecret" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_demo_enrolls_a_sample_order_and_its_curl_line_sends_another():
+    """`edx-hooks demo`, as the README's first command: no config, nothing
+    but loopback, an enrolled order shown, and a curl line that works."""
+    import os
+    import shlex
+    import shutil
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDX_HOOKS_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edx_hooks", "demo", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        out = await read_until(proc.stdout, "Next: ", timeout=60)
+        assert "answered 200" in out
+        assert "ada@example.org in course-v1:Demo+PY101+2026" in out
+        # what `orders` and `order` show: the order enrolled, its line item too
+        assert re.search(r"^shopify +demo-school.myshopify.com +1001 +#1001 +1/1 +enrolled",
+                         out, re.M)
+        assert re.search(r"^1 +10011 +course-v1:Demo\+PY101\+2026 .* ada@example.org "
+                         r"+enrolled +1 ", out, re.M)
+        [curl] = [line for line in out.splitlines() if line.startswith("curl ")]
+        urls = re.findall(r"http://([\d.]+):\d+", out)
+        assert urls and set(urls) == {"127.0.0.1"}  # the service and the practice LMS
+        assert "secret" not in curl.lower()
+        if shutil.which("curl"):
+            sent = await asyncio.create_subprocess_exec(*shlex.split(curl),
+                                                        stdout=asyncio.subprocess.PIPE)
+            answer, _ = await sent.communicate()
+            assert json.loads(answer)["reason"] == "accepted"
+            log = await read_until(proc.stderr, "event=item.enrolled", timeout=30)
+            assert "order=1002" in log
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    directory = re.search(r"@(\S+)/order-1002.json", curl).group(1)
+    assert not os.path.exists(directory)  # it leaves nothing behind
