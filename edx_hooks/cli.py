@@ -183,19 +183,30 @@ async def _wait_for(store: Store, ids: list[int], timeout: float) -> int:
 
 
 async def _set_pending_again(store: Store, args: argparse.Namespace) -> list[int]:
+    from .batches import unsendable
+
     if args.all_failed:
-        ids = await store.retry_failed()
+        failed = await store.failed_items()
     elif args.item:
-        ids = await store.retry_failed(item_ids=args.item)
+        failed = await store.failed_items(item_ids=args.item)
     else:
         if not (args.provider and args.order_id):
             raise Failure("say which: PROVIDER ORDER_ID, --item ID..., or --all-failed")
         found = await store.order_story(args.provider, args.order_id)
         if not found:
             raise Failure(f"no {args.provider} order {args.order_id}")
-        ids = await store.retry_failed(order_ids=[o["id"] for o in found])
+        failed = await store.failed_items(order_ids=[o["id"] for o in found])
+    sendable = []
+    for item in failed:  # one that cannot be sent would only fail again, in a call
+        problem = unsendable(item["email"], item["course_id"] or item["sku"])
+        if problem:
+            print(f"item {item['id']} skipped: {problem}; its reason stays: {item['reason']}")
+        else:
+            sendable.append(item["id"])
+    ids = await store.retry_failed(item_ids=sendable) if sendable else []
     if not ids:
-        raise Failure("no failed line item matched: nothing to retry")
+        raise Failure("no failed line item matched: nothing to retry" if not failed
+                      else "no failed line item can be sent to the LMS: nothing to retry")
     return ids
 
 

@@ -26,7 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import logs
 from . import scheduler as sched
-from .batches import Batcher, Entry, Withdrawn
+from .batches import Batcher, Entry, Withdrawn, unsendable
 from .lms import Halted, LMSClient, PermanentError, Throttled, TransientError
 from .store import (
     AWAITING_ACCOUNT,
@@ -406,6 +406,10 @@ async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -
     """
     item_id, course, mode = item["id"], item["course_id"], item["mode"]
     following = item["state"] == AWAITING_ACCOUNT
+    problem = unsendable(item["email"], course or item["sku"])
+    if problem:  # never put in a call, no attempt used
+        await _fail(rt, item, ids, item["attempts"], problem)
+        return None
     try:
         if course is None:
             course = await rt.lms.resolve_sku(item["sku"])

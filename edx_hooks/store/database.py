@@ -246,6 +246,19 @@ class Store:
             .join(orders, items.c.order_id == orders.c.id)
             .where(items.c.id.in_(item_ids)).order_by(items.c.id))
 
+    async def failed_items(self, item_ids: list[int] | None = None,
+                           order_ids: list[int] | None = None) -> list[dict[str, Any]]:
+        """The failed line items (``None`` for both: every one) with what
+        decides whether they can be retried: learner, course, SKU, reason."""
+        query = (sa.select(items.c.id, items.c.state, items.c.email, items.c.course_id,
+                           items.c.sku, items.c.reason)
+                 .where(items.c.state.in_((FAILED, UNENROLL_FAILED))).order_by(items.c.id))
+        if item_ids is not None:
+            query = query.where(items.c.id.in_(item_ids))
+        if order_ids is not None:
+            query = query.where(items.c.order_id.in_(order_ids))
+        return await self._all(query)
+
     async def pending_items(self) -> list[tuple[int, dt.datetime | None, str]]:
         """Every line item with a job to come (work to do, an account to look
         for), with when it is due and its state."""
