@@ -24,8 +24,22 @@ class Catalog:
 
     def parts(self, item: NewItem) -> list[NewItem]:
         product = self.products.get(item.sku) if item.sku else None
+        if product is None and item.email is None and item.course_id is None \
+                and (item.failure or "").startswith("no learner email"):  # not malformed
+            return [self.without_learner(item)]
         if product is None:
             return [dataclasses.replace(item, mode=self.default_mode)]
         mode = product.mode or self.default_mode
         return [dataclasses.replace(item, course_id=course, mode=mode, part=n, sku_problem=None)
                 for n, course in enumerate(product.courses)]
+
+    def without_learner(self, item: NewItem) -> NewItem:
+        """A line item with no learner email and no course id, outside the
+        catalog: merchandise (a T-shirt), unless its SKU redirects to a course
+        on the LMS, which its job asks (``check_sku``). A course without its
+        learner's email stays a failure: a setup error to fix."""
+        if item.sku is None:
+            return dataclasses.replace(item, not_a_course="not a course (no SKU) and no learner "
+                                                          "email: nothing to enroll")
+        return dataclasses.replace(item, mode=self.default_mode,
+                                   check_sku=item.sku_problem is None)

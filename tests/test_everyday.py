@@ -69,3 +69,43 @@ async def test_an_item_without_email_set_pending_never_joins_a_call(harness, lms
         "failed", "no valid learner email: not sent to the LMS")
     assert [x.email for x in lms.learners()][-1] == "genuine@example.org"
     assert all(x.email != "None" for x in lms.learners())
+
+
+@pytest.mark.gen_test
+async def test_merchandise_is_not_a_course_and_leaves_the_order_enrolled(harness, lms):
+    import json
+
+    from .conftest import COURSE
+    lms.redirects["sku/PY-101"] = f"/courses/{COURSE}/about"
+    await harness.start()
+    order = shopify_order(line_item(email="learner@example.org"),
+                          line_item(sku="TSHIRT-M", email=None, title="T-shirt"),
+                          line_item(sku=None, email=None, title="Sticker"))
+    assert (await harness.shopify(order)).code == 200
+    # setup errors stay failures: a course without its learner's email (a
+    # course id, or a SKU the LMS redirects to a course), an email with a SKU
+    # that names no course
+    broken = shopify_order(line_item(email=None), line_item(sku="PY-101", email=None),
+                           line_item(sku="NO-SUCH", email="lost@example.org"))
+    assert (await harness.shopify(broken)).code == 200
+    await until(lambda: len(harness.items()) == 6 and settled(harness), timeout=10)
+    course, shirt, sticker, no_email, redirected, unknown = harness.items()
+    assert course["state"] == "enrolled"
+    assert (shirt["state"], shirt["reason"]) == (
+        "not-a-course", "not a course (SKU 'TSHIRT-M' names none) and no learner email: "
+                        "nothing to enroll")
+    assert (sticker["state"], sticker["reason"]) == (
+        "not-a-course", "not a course (no SKU) and no learner email: nothing to enroll")
+    assert [no_email["state"], redirected["state"], unknown["state"]] == ["failed"] * 3
+    assert redirected["reason"].startswith(f"no learner email for course {COURSE}")
+    assert [x.email for x in lms.learners()] == ["learner@example.org"]
+
+    code, out, _ = await harness.cli("orders", "--json")
+    states = {o["external_id"]: o["state"] for o in json.loads(out)}
+    assert states == {str(order["id"]): "enrolled", str(broken["id"]): "failed"}
+    health = json.loads((await harness.request("/healthz", method="GET")).body)
+    assert health["failed"] == 3  # the broken order's, none for the merchandise
+    # and `retry --all-failed` leaves the merchandise alone
+    code, out, _ = await harness.cli("retry", "--all-failed")
+    assert str(shirt["id"]) not in out.split("set pending again:")[-1]
+    assert {i["id"]: i["state"] for i in harness.items()}[shirt["id"]] == "not-a-course"

@@ -22,6 +22,7 @@ from .schema import (
     INSERT_ITEMS,
     INSERT_ORDERS,
     KNOWN_ITEMS,
+    NOT_A_COURSE,
     NOT_ENROLLED,
     PENDING,
     RELEASE_ORDERS,
@@ -145,6 +146,10 @@ def record_many(conn: Connection,
             why = withdrawn.get((key(o), item.external_id)) or withdrawn.get((key(o), None))
             if why:
                 state, reason = NOT_ENROLLED, f"{why} before it was enrolled: not enrolled"
+            elif item.not_a_course:
+                state, reason = NOT_A_COURSE, item.not_a_course
+            elif item.check_sku:
+                state, reason = PENDING, item.failure
             elif item.failure or item.sku_problem:
                 state, reason = FAILED, item.failure or item.sku_problem
             else:
