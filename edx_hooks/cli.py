@@ -443,7 +443,12 @@ def parser() -> argparse.ArgumentParser:
                      help="fetch a token and probe the bulk enrollment view")
     sub = command("prune", "remove raw bodies and headers of old finished deliveries")
     sub.add_argument("--older-than", type=float, required=True, metavar="DAYS")
-    commands.add_parser("settings", help="list every setting, its default and its variable")
+    sub = command("settings", "list every setting: its value in force and where it came from",
+                  description="List every setting. With a config (--config, "
+                              "EDX_HOOKS_CONFIG or EDX_HOOKS_* variables): its value in force, "
+                              "secrets hidden, and where it came from (default, file, "
+                              "environment); without: its default.")
+    sub.add_argument("--json", action="store_true", help="JSON for scripts")
     sub = commands.add_parser(
         "demo", help="try it out: a sample order enrolled through a practice LMS, on loopback",
         description="Run the real service on 127.0.0.1 with a throw-away database, a "
@@ -469,8 +474,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "settings":
-        print(config_mod.describe())
+    given = args.command != "demo" and (args.config or any(
+        name.startswith(config_mod.ENV_PREFIX) for name in os.environ))
+    if args.command == "settings" and not given:
+        print(_json([{"setting": s.name, "required": s.default is config_mod.REQUIRED,
+                      "default": None if s.default is config_mod.REQUIRED else s.default,
+                      "help": s.help, "env": s.env} for s in config_mod.settings()])
+              if args.json else config_mod.describe())
         return 0
     if args.command == "demo":
         from . import demo
@@ -484,8 +494,19 @@ def _main(argv: list[str] | None) -> int:
         if args.command in ("serve", "check-config", "replay"):  # those that use the secrets
             config_mod.check_secrets(cfg)
     except config_mod.ConfigError as e:
-        print(f"edx-hooks: config: {e}", file=sys.stderr)
+        # not "lms.base_url is required" when it is the file itself that is missing
+        message = str(e) if given else (
+            "no config file given: pass --config /etc/edx-hooks/edx-hooks.toml or set "
+            "EDX_HOOKS_CONFIG (sudo drops the environment: sudo edx-hooks ... --config PATH)")
+        print(f"edx-hooks: config: {message}", file=sys.stderr)
         return 2
+    if args.command == "settings":
+        found = config_mod.in_force(cfg)
+        print(_json(found) if args.json else _table(
+            [[f["setting"], "" if f["value"] is None
+              else f["value"] if f["secret"] and f["value"] else repr(f["value"]), f["source"]]
+             for f in found], ["setting", "value in force", "source"]))
+        return 0
     try:
         if args.command == "serve":
             # The database, its WAL and the job store: readable by the

@@ -219,3 +219,30 @@ def test_an_empty_secret_in_a_list_is_refused(tmp_path):
     message = error(tmp_path, {**MINIMAL, "shopify": {"shop_domain": "a.myshopify.com",
                                                       "secret": ["ok", ""]}})
     assert "shopify.secret = <hidden> must not be empty" in message
+
+
+@pytest.mark.parametrize("name", ["EDX_HOOKS_SHOPFY_SECRET", "EDX_HOOKS_WOO_SECRET",
+                                  "EDX_HOOKS_LMSCLIENT_SECRET"])
+def test_a_misspelled_section_in_the_environment_is_refused(tmp_path, name):
+    message = error(tmp_path, MINIMAL, {name: "a-secret-that-would-be-ignored"})
+    assert message.startswith(f"unknown environment variable {name} (no section ")
+    assert message.endswith("unset it or fix its spelling")
+    assert "a-secret-that-would-be-ignored" not in message
+
+
+def test_the_settings_in_force_say_where_each_came_from_and_hide_secrets(tmp_path):
+    cfg = load(tmp_path, {**MINIMAL, "retry": {"attempts": 5},
+                          "shopify": {"shop_domain": "a.myshopify.com",
+                                      "secret": "file-secret-file-secret"}},
+               {"EDX_HOOKS_SHOPIFY_SECRET": "env-secret-env-secret",
+                "EDX_HOOKS_LMS_API_KEY": "the-lms-api-key"})
+    found = {f["setting"]: (f["value"], f["source"]) for f in config.in_force(cfg)}
+    assert found["retry.attempts"] == (5, "file")
+    assert found["retry.delay_seconds"] == (180.0, "default")
+    assert found["lms.client_secret"] == ("<hidden>", "file")
+    assert found["shopify.secret"] == ("<hidden>", "environment (EDX_HOOKS_SHOPIFY_SECRET)")
+    assert found["lms.api_key"] == ("<hidden>", "environment (EDX_HOOKS_LMS_API_KEY)")
+    assert found["woocommerce"] == (None, "off: no section")
+    assert found["products"] == (None, "no catalog")
+    assert not any(secret in repr(found) for secret in (
+        "file-secret", "env-secret", "the-lms-api-key"))

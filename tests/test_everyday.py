@@ -109,3 +109,72 @@ async def test_merchandise_is_not_a_course_and_leaves_the_order_enrolled(harness
     code, out, _ = await harness.cli("retry", "--all-failed")
     assert str(shirt["id"]) not in out.split("set pending again:")[-1]
     assert {i["id"]: i["state"] for i in harness.items()}[shirt["id"]] == "not-a-course"
+
+
+def _run(*args: str, env: dict[str, str] | None = None):
+    import os
+    import subprocess
+    import sys
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EDX_HOOKS_")}
+    return subprocess.run([sys.executable, "-m", "edx_hooks", *args], capture_output=True,
+                          text=True, timeout=60, env={**clean, **(env or {})})
+
+
+@pytest.mark.parametrize("command", ["orders", "serve", "check-config", "settings --json"])
+def test_without_a_config_file_the_command_says_so(command):
+    proc = _run(*command.split(), env={"EDX_HOOKS_LMS_BASE_URL": "http://x"}
+                if command == "settings --json" else None)
+    assert proc.returncode == 2
+    if command == "settings --json":  # a variable given: the config in force, incomplete
+        assert "lms.client_id is required" in proc.stderr
+        return
+    assert proc.stderr == ("edx-hooks: config: no config file given: pass --config "
+                           "/etc/edx-hooks/edx-hooks.toml or set EDX_HOOKS_CONFIG (sudo drops "
+                           "the environment: sudo edx-hooks ... --config PATH)\n")
+
+
+def test_settings_without_any_config_lists_the_defaults_also_as_json():
+    import json
+    proc = _run("settings", "--json")
+    assert proc.returncode == 0
+    found = {s["setting"]: s for s in json.loads(proc.stdout)}
+    assert found["lms.base_url"]["required"] is True
+    assert found["server.port"]["default"] == 8090
+
+
+@pytest.mark.gen_test
+async def test_settings_shows_the_values_in_force_with_their_source(harness):
+    import json
+    await harness.start(retry={"attempts": 7})
+    proc = _run("settings", "--config", str(harness.config_path),
+                env={"EDX_HOOKS_LMS_TIMEOUT_SECONDS": "4"})
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines()}
+    assert lines["retry.attempts"].split()[1:] == ["7", "file"]
+    assert lines["lms.timeout_seconds"].split()[1:] == [
+        "4.0", "environment", "(EDX_HOOKS_LMS_TIMEOUT_SECONDS)"]
+    assert lines["server.client_timeout_seconds"].split()[1:] == ["10.0", "default"]
+    assert lines["shopify.secret"].split()[1:] == ["<hidden>", "file"]
+    from .conftest import SHOPIFY_SECRET, WOO_SECRET
+    assert SHOPIFY_SECRET not in proc.stdout and WOO_SECRET not in proc.stdout
+    proc = _run("settings", "--json", env={"EDX_HOOKS_CONFIG": str(harness.config_path)})
+    as_json = {s["setting"]: s for s in json.loads(proc.stdout)}
+    assert as_json["woocommerce.secret"]["value"] == "<hidden>"
+
+
+@pytest.mark.gen_test
+async def test_replay_refuses_when_the_secret_is_not_loaded(harness, lms):
+    """The config keeps a placeholder and the service gets the secret from
+    its environment; an operator's shell (or sudo) does not have it: replay
+    would turn a genuine delivery into a new 403. It refuses, naming it."""
+    from .conftest import base_sections, write_config
+    await harness.start()
+    assert (await harness.shopify(shopify_order(line_item()))).code == 200
+    sections = base_sections(harness.tmp_path, lms.url)
+    sections["shopify"]["secret"] = "set-me-in-EDX_HOOKS_SHOPIFY_SECRET"
+    path = write_config(harness.tmp_path / "as-deployed.toml", sections)
+    proc = _run("replay", "1", "--config", str(path))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("edx-hooks: config: shopify.secret is a placeholder")
+    assert "EDX_HOOKS_SHOPIFY_SECRET" in proc.stderr
+    assert len(harness.deliveries()) == 1  # nothing recorded
