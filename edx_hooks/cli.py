@@ -148,6 +148,22 @@ async def _order(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _deliveries(store: Store, cfg: Config, args: argparse.Namespace) -> int:
+    found = await store.list_deliveries(rejected=args.rejected, since=args.since,
+                                        limit=args.limit)
+    if args.json:
+        print(_json(found))
+        return 0
+    rows = [[d["id"], f"{d['received_at']:%Y-%m-%d %H:%M:%S}", d["provider"], d["shop"],
+             d["endpoint"], d["status"], d["reason"], d["client_ip"]] for d in found]
+    print(_table(rows, ["id", "received (UTC)", "provider", "shop", "endpoint", "answer",
+                        "reason", "client"]) if rows else "no deliveries")
+    if args.rejected and rows:
+        print("\nonce the cause is fixed (a secret, a shop's domain or source): "
+              "`edx-hooks replay ID`")
+    return 0
+
+
 async def _retry(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     ids = await _set_pending_again(store, args)
     print(f"{len(ids)} line item(s) set pending again: {', '.join(map(str, ids))}")
@@ -422,6 +438,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("provider", choices=list(STOREFRONTS))
     sub.add_argument("order_id", help="the shop's order id (order=... in the log)")
     sub.add_argument("--json", action="store_true", help="JSON for scripts")
+    sub = command("deliveries", "list deliveries, rejected ones too: the ids replay needs")
+    sub.add_argument("--rejected", action="store_true",
+                     help="only those answered 300 or more (bad signature, unknown shop...)")
+    sub.add_argument("--since", type=_date, metavar="DATE", help="received on or after DATE")
+    sub.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+    sub.add_argument("--json", action="store_true", help="JSON for scripts")
     sub = command("retry", "set failed line items pending again, with fresh attempts",
                   description="Set failed line items pending again, attempts counted from "
                               "zero, once the cause is fixed. The running service picks them "
@@ -516,8 +538,8 @@ def _main(argv: list[str] | None) -> int:
             return asyncio.run(_serve(cfg, args))
         if args.command == "check-config":
             return asyncio.run(_check(cfg, args))
-        handler = {"orders": _orders, "order": _order, "retry": _retry, "replay": _replay,
-                   "prune": _prune}[args.command]
+        handler = {"orders": _orders, "order": _order, "deliveries": _deliveries,
+                   "retry": _retry, "replay": _replay, "prune": _prune}[args.command]
         return asyncio.run(_with_store(handler, cfg, args))
     except Failure as e:
         print(f"edx-hooks: {e}", file=sys.stderr)

@@ -21,7 +21,8 @@ def settled(harness) -> bool:
 
 
 @pytest.mark.parametrize("command", ["serve", "orders", "order", "retry", "replay",
-                                     "check-config", "prune", "settings", "demo"])
+                                     "check-config", "prune", "settings", "demo",
+                                     "deliveries"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         parser().parse_args([command, "--help"])

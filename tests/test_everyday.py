@@ -178,3 +178,32 @@ async def test_replay_refuses_when_the_secret_is_not_loaded(harness, lms):
     assert proc.stderr.startswith("edx-hooks: config: shopify.secret is a placeholder")
     assert "EDX_HOOKS_SHOPIFY_SECRET" in proc.stderr
     assert len(harness.deliveries()) == 1  # nothing recorded
+
+
+@pytest.mark.gen_test
+async def test_rejected_deliveries_are_listed_and_counted_by_the_health_check(harness):
+    """A wrong secret: `orders` shows nothing and /healthz said ok; the
+    delivery id replay needs was only in a log line."""
+    import json
+    await harness.start()
+    assert (await harness.shopify(shopify_order(line_item()))).code == 200
+    for _ in range(2):
+        assert (await harness.shopify(shopify_order(line_item()),
+                                      secret="the-secret-of-last-year")).code == 403
+    health = json.loads((await harness.request("/healthz", method="GET")).body)
+    assert (health["status"], health["rejected_last_hour"]) == ("ok", 2)
+
+    code, out, _ = await harness.cli("deliveries", "--rejected")
+    assert code == 0
+    header, *rows = out.split("\n\n")[0].splitlines()
+    assert header.split() == ["id", "received", "(UTC)", "provider", "shop", "endpoint",
+                              "answer", "reason", "client"]
+    assert [row.split()[0] for row in rows] == ["3", "2"]
+    for row in rows:
+        assert row.split()[3:10] == ["shopify", "school.myshopify.com", "POST",
+                                     "/webhooks/shopify/order/create", "403", "bad-signature",
+                                     "127.0.0.1"]
+    assert "`edx-hooks replay ID`" in out
+    code, out, _ = await harness.cli("deliveries", "--json", "--since", "2020-01-01")
+    assert [(d["id"], d["status"], d["reason"]) for d in json.loads(out)] == [
+        (3, 403, "bad-signature"), (2, 403, "bad-signature"), (1, 200, "accepted")]

@@ -333,6 +333,20 @@ class Store:
                 sa.select(items).where(items.c.order_id == order["id"]).order_by(items.c.id))
         return found
 
+    async def list_deliveries(self, rejected: bool = False, since: dt.datetime | None = None,
+                              limit: int = 1000) -> list[dict[str, Any]]:
+        """Deliveries, newest first, without body or headers; ``rejected``:
+        only those answered 300 or more (a bad signature, an unknown shop...)."""
+        query = (sa.select(deliveries.c.id, deliveries.c.received_at, deliveries.c.provider,
+                           deliveries.c.shop, deliveries.c.endpoint, deliveries.c.status,
+                           deliveries.c.reason, deliveries.c.client_ip, deliveries.c.order_id)
+                 .order_by(deliveries.c.id.desc()).limit(limit))
+        if rejected:
+            query = query.where(deliveries.c.status >= 300)
+        if since is not None:
+            query = query.where(deliveries.c.received_at >= since)
+        return await self._all(query)
+
     async def delivery(self, delivery_id: int) -> dict[str, Any] | None:
         rows = await self._all(sa.select(deliveries).where(deliveries.c.id == delivery_id))
         return rows[0] if rows else None
@@ -345,8 +359,14 @@ class Store:
             sa.func.min(sa.case((items.c.state.in_(ACTIVE),
                                  sa.func.coalesce(items.c.pending_since, items.c.created_at)))),
             sa.func.sum(sa.case((items.c.state == AWAITING_ACCOUNT, 1), else_=0)))
+        # a burst of these is what a wrong secret looks like
+        rejected = (sa.select(sa.func.count()).select_from(deliveries)
+                    .where(deliveries.c.received_at >= utcnow() - dt.timedelta(hours=1),
+                           deliveries.c.status >= 300))
         async with self.engine.connect() as conn:
             pending, failed, oldest, awaiting = (await conn.execute(query)).one()
+            rejected_count = (await conn.execute(rejected)).scalar_one()
         age = (utcnow() - oldest).total_seconds() if oldest else 0.0
         return {"pending": pending or 0, "failed": failed or 0,
-                "oldest_pending_seconds": round(age, 1), "awaiting_account": awaiting or 0}
+                "oldest_pending_seconds": round(age, 1), "awaiting_account": awaiting or 0,
+                "rejected_last_hour": rejected_count}
