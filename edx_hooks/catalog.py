@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from .config import Product
+from .lms import is_course_id
 from .store import NewItem, NewOrder
 
 
@@ -32,6 +33,19 @@ class Catalog:
         mode = product.mode or self.default_mode
         return [dataclasses.replace(item, course_id=course, mode=mode, part=n, sku_problem=None)
                 for n, course in enumerate(product.courses)]
+
+    def course_of(self, sku: str, part: int = 0) -> tuple[str | None, str | None] | None:
+        """What a line item's SKU sells with this catalog, for ``edx-hooks
+        retry``: (course id, mode) of its ``part``-th course; course None for
+        a SKU the LMS may redirect (asked again at the next attempt); None
+        when the catalog has no such part (a bundle made smaller)."""
+        product = self.products.get(sku)
+        if product is not None:
+            if part >= len(product.courses):
+                return None
+            return product.courses[part], product.mode or self.default_mode
+        course = sku if sku.startswith("course-v1:") and is_course_id(sku) else None
+        return course, self.default_mode
 
     def without_learner(self, item: NewItem) -> NewItem:
         """A line item with no learner email and no course id, outside the

@@ -165,7 +165,7 @@ async def _deliveries(store: Store, cfg: Config, args: argparse.Namespace) -> in
 
 
 async def _retry(store: Store, cfg: Config, args: argparse.Namespace) -> int:
-    ids = await _set_pending_again(store, args)
+    ids = await _set_pending_again(store, args, cfg)
     print(f"{len(ids)} line item(s) set pending again: {', '.join(map(str, ids))}")
     if args.wait is None:
         print("the running service picks them up within a second (a stopped one at its next "
@@ -198,8 +198,11 @@ async def _wait_for(store: Store, ids: list[int], timeout: float) -> int:
     return 0 if ok else 1
 
 
-async def _set_pending_again(store: Store, args: argparse.Namespace) -> list[int]:
+async def _set_pending_again(store: Store, args: argparse.Namespace,
+                             cfg: Config) -> list[int]:
     from .batches import unsendable
+    from .catalog import Catalog
+    from .store import FAILED
 
     if args.all_failed:
         failed = await store.failed_items()
@@ -213,12 +216,23 @@ async def _set_pending_again(store: Store, args: argparse.Namespace) -> list[int
             raise Failure(f"no {args.provider} order {args.order_id}")
         failed = await store.failed_items(order_ids=[o["id"] for o in found])
     sendable = []
+    catalog = Catalog(cfg.products, cfg.lms.default_mode)
     for item in failed:  # one that cannot be sent would only fail again, in a call
         problem = unsendable(item["email"], item["course_id"] or item["sku"])
         if problem:
             print(f"item {item['id']} skipped: {problem}; its reason stays: {item['reason']}")
-        else:
-            sendable.append(item["id"])
+            continue
+        sendable.append(item["id"])
+        # its SKU resolved again with the catalog in force (fixed since, say),
+        # not the one its order met; a redirect is asked again at the attempt
+        resolved = catalog.course_of(item["sku"], item["part"]) if item["sku"] else None
+        if item["state"] == FAILED and resolved and resolved != (item["course_id"],
+                                                                 item["mode"]):
+            course, mode = resolved
+            await store.update(item["id"], FAILED, course_id=course, mode=mode)
+            if course:
+                print(f"item {item['id']}: SKU {item['sku']!r} now sells {course}"
+                      + (f" in mode {mode}" if mode else ""))
     ids = await store.retry_failed(item_ids=sendable) if sendable else []
     if not ids:
         raise Failure("no failed line item matched: nothing to retry" if not failed

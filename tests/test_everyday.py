@@ -207,3 +207,27 @@ async def test_rejected_deliveries_are_listed_and_counted_by_the_health_check(ha
     code, out, _ = await harness.cli("deliveries", "--json", "--since", "2020-01-01")
     assert [(d["id"], d["status"], d["reason"]) for d in json.loads(out)] == [
         (3, 403, "bad-signature"), (2, 403, "bad-signature"), (1, 200, "accepted")]
+
+
+@pytest.mark.gen_test
+async def test_retry_resolves_the_sku_again_with_the_catalog_in_force(harness, lms):
+    """Order 5004 failed with "SKU 'PY101' resolves to no course"; PY101 is
+    added to [[products]] and the service restarted: retry enrolls it."""
+    from .conftest import COURSE
+    await harness.start()
+    order = shopify_order(line_item(sku="PY101", email="late@example.org"))
+    await harness.shopify(order)
+    await until(lambda: settled(harness))
+    [item] = harness.items()
+    assert item["state"] == "failed"
+    assert item["reason"].startswith("SKU 'PY101' resolves to no course: not in the catalog "
+                                     "([[products]]), and HEAD ")
+    await harness.stop()
+    await harness.start(products=[{"sku": "PY101", "courses": [COURSE], "mode": "verified"}])
+    lms.register("late@example.org", active=True)
+    code, out, err = await harness.cli("retry", "shopify", str(order["id"]), "--wait", "30")
+    assert code == 0, out + err
+    assert f"item {item['id']}: SKU 'PY101' now sells {COURSE} in mode verified" in out
+    [item] = harness.items()
+    assert (item["state"], item["course_id"], item["mode"]) == ("enrolled", COURSE, "verified")
+    assert lms.enrollment("late@example.org", COURSE).mode == "verified"

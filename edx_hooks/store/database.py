@@ -251,7 +251,7 @@ class Store:
         """The failed line items (``None`` for both: every one) with what
         decides whether they can be retried: learner, course, SKU, reason."""
         query = (sa.select(items.c.id, items.c.state, items.c.email, items.c.course_id,
-                           items.c.sku, items.c.reason)
+                           items.c.sku, items.c.mode, items.c.part, items.c.reason)
                  .where(items.c.state.in_((FAILED, UNENROLL_FAILED))).order_by(items.c.id))
         if item_ids is not None:
             query = query.where(items.c.id.in_(item_ids))
