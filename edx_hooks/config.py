@@ -242,6 +242,16 @@ def choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def names(value: Any) -> tuple[str, ...]:
+    """One name or a list of them (in the environment, a JSON array), each
+    compared without case."""
+    found = tuple(nonempty(v).lower() for v in one_or_list(
+        value, "must be a name, or a JSON array of names"))
+    if not found:
+        raise ValueError("must hold at least one name")
+    return found
+
+
 def sku_prefix(value: Any) -> str:
     return text(value).lstrip("/")
 

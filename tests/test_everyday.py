@@ -231,3 +231,38 @@ async def test_retry_resolves_the_sku_again_with_the_catalog_in_force(harness, l
     [item] = harness.items()
     assert (item["state"], item["course_id"], item["mode"]) == ("enrolled", COURSE, "verified")
     assert lms.enrollment("late@example.org", COURSE).mode == "verified"
+
+
+@pytest.mark.gen_test
+async def test_the_learner_email_property_names_and_the_buyer_fallback(harness, lms):
+    from .conftest import woo_line, woo_order
+    await harness.start(shopify={"learner_email_properties": ["Learner email", "email"],
+                                 "learner_email": "buyer"},
+                        woocommerce={"learner_email_properties": ["Learner email"]})
+    named = line_item(email=None)
+    named["properties"].append({"name": "LEARNER EMAIL", "value": "named@example.org"})
+    await harness.shopify(shopify_order(named, line_item(email=None)))  # the second: the buyer
+    meta = [{"id": 1, "key": "Learner email", "value": "meta@example.org",
+             "display_key": "Learner email", "display_value": "meta@example.org"}]
+    await harness.woocommerce(woo_order(woo_line(email=None, meta=meta),
+                                        woo_line(email=None, meta=[])))
+    await until(lambda: len(harness.items()) == 4 and settled(harness))
+    assert [(i["email"], i["state"]) for i in harness.items()] == [
+        ("named@example.org", "enrolled"), ("buyer@example.org", "enrolled"),
+        ("meta@example.org", "enrolled"),
+        (None, "failed")]  # WooCommerce keeps "property": no fallback
+    assert harness.items()[3]["reason"] == (
+        "no learner email (a Product Input Fields field of type email, or a field or "
+        "meta_data entry named 'learner email')")
+
+
+@pytest.mark.gen_test
+async def test_by_default_the_learner_email_is_the_property_named_email(harness, lms):
+    await harness.start()
+    named = line_item(email=None)
+    named["properties"].append({"name": "Learner email", "value": "named@example.org"})
+    await harness.shopify(shopify_order(named))
+    await until(lambda: settled(harness))
+    [item] = harness.items()
+    assert (item["state"], item["reason"]) == ("failed",
+                                               "no learner email (line item property 'email')")
