@@ -102,7 +102,8 @@ def _short(text: str | None, width: int = 70) -> str | None:
 # -- commands that read and write the database
 
 async def _orders(store: Store, cfg: Config, args: argparse.Namespace) -> int:
-    found = await store.orders(state=args.state, since=args.since, limit=args.limit)
+    found = await store.orders(state=args.state, since=args.since, limit=args.limit,
+                               email=args.email)
     if args.json:
         print(_json(found))
         return 0
@@ -447,10 +448,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--state", choices=ORDER_STATES)  # an order's, as store.order_state
     sub.add_argument("--since", type=_date, metavar="DATE", help="received on or after DATE")
     sub.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+    sub.add_argument("--email", metavar="ADDRESS",
+                     help="only orders with a line item for this learner")
     sub.add_argument("--json", action="store_true", help="JSON for scripts")
     sub = command("order", "everything about one order: deliveries and line items")
     sub.add_argument("provider", choices=list(STOREFRONTS))
-    sub.add_argument("order_id", help="the shop's order id (order=... in the log)")
+    sub.add_argument("order_id", help="the shop's order id (order=... in the log), or its "
+                                      "name or number as the shop shows it (#1004, 1004)")
     sub.add_argument("--json", action="store_true", help="JSON for scripts")
     sub = command("deliveries", "list deliveries, rejected ones too: the ids replay needs")
     sub.add_argument("--rejected", action="store_true",

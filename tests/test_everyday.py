@@ -266,3 +266,26 @@ async def test_by_default_the_learner_email_is_the_property_named_email(harness,
     [item] = harness.items()
     assert (item["state"], item["reason"]) == ("failed",
                                                "no learner email (line item property 'email')")
+
+
+@pytest.mark.gen_test
+async def test_an_order_is_found_by_its_name_or_number_and_orders_by_learner(harness, lms):
+    import json
+    await harness.start()
+    order = shopify_order(line_item(email="Ada@Example.org"), order_id=5_900_001_004)
+    other = shopify_order(line_item(email="grace@example.org"))
+    await harness.shopify(order)
+    await harness.shopify(other)
+    await until(lambda: len(harness.items()) == 2 and settled(harness))
+    assert order["name"] == "#1004"
+    for wanted in ("#1004", "1004", str(order["id"])):
+        code, out, err = await harness.cli("order", "shopify", wanted, "--json")
+        assert code == 0, err
+        assert [o["external_id"] for o in json.loads(out)] == [str(order["id"])], wanted
+    code, _, err = await harness.cli("order", "shopify", "#1005")
+    assert code == 1 and "no shopify order #1005" in err
+
+    code, out, _ = await harness.cli("orders", "--email", "ada@example.org", "--json")
+    assert [o["external_id"] for o in json.loads(out)] == [str(order["id"])]
+    code, out, _ = await harness.cli("orders", "--email", "nobody@example.org")
+    assert out == "no orders\n"

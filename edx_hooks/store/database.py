@@ -272,9 +272,10 @@ class Store:
             return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
     async def orders(self, state: str | None = None, since: dt.datetime | None = None,
-                     limit: int = 1000) -> list[dict[str, Any]]:
+                     limit: int = 1000, email: str | None = None) -> list[dict[str, Any]]:
         """Orders, newest first, with their items counted by state, the
-        order's state and its latest error."""
+        order's state and its latest error; ``email``: only those with a line
+        item for that learner (any case)."""
         counts = (sa.select(
             items.c.order_id, sa.func.count().label("items"),
             sa.func.sum(sa.case((items.c.state.in_(ACTIVE), 1), else_=0)).label("pending"),
@@ -303,6 +304,10 @@ class Store:
                  .order_by(orders.c.created_at.desc(), orders.c.id.desc()))
         if since is not None:
             query = query.where(orders.c.created_at >= since)
+        if email is not None:
+            query = query.where(orders.c.id.in_(
+                sa.select(items.c.order_id)
+                .where(sa.func.lower(items.c.email) == email.strip().lower())))
         found = []
         for row in await self._all(query):
             row["state"] = order_state(row)
@@ -313,11 +318,19 @@ class Store:
         return found
 
     async def order_story(self, provider: str, external_id: str) -> list[dict[str, Any]]:
-        """Everything about the orders with this provider and id (one per shop):
-        the order, its deliveries and its line items."""
+        """Everything about the orders with this provider and id (one per shop),
+        or else with this name or number as the shop shows it (``#1004``,
+        ``1004``): the order, its deliveries and its line items."""
         found = await self._all(sa.select(orders).where(orders.c.provider == provider,
                                                         orders.c.external_id == external_id))
+        if not found:  # what staff know: the name in the shop's admin and emails
+            number = external_id.strip().lstrip("#").strip()
+            found = await self._all(sa.select(orders).where(
+                orders.c.provider == provider,
+                orders.c.name.in_({external_id.strip(), number, f"#{number}"}))
+                .order_by(orders.c.id))
         for order in found:
+            external_id = order["external_id"]
             order["unenroll_requests"] = await self._all(
                 sa.select(unenroll_requests.c.line_item_id, unenroll_requests.c.why,
                           unenroll_requests.c.delivery_id, unenroll_requests.c.requested_at)
