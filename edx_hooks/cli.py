@@ -287,10 +287,13 @@ async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def _prune(store: Store, cfg: Config, args: argparse.Namespace) -> int:
-    before = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=args.older_than)
-    count = await store.prune(before)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    count = await store.prune(now - dt.timedelta(days=args.older_than),
+                              now - dt.timedelta(days=cfg.retention.rejected_days))
     print(f"removed body and headers of {count} finished deliveries older than "
-          f"{args.older_than:g} days; orders, line items and outcomes are kept")
+          f"{args.older_than:g} days; orders, line items and outcomes are kept, and so are "
+          "the bodies `replay` may need: of orders with a failed item, and of rejected "
+          f"deliveries younger than retention.rejected_days ({cfg.retention.rejected_days:g})")
     return 0
 
 

@@ -289,3 +289,30 @@ async def test_an_order_is_found_by_its_name_or_number_and_orders_by_learner(har
     assert [o["external_id"] for o in json.loads(out)] == [str(order["id"])]
     code, out, _ = await harness.cli("orders", "--email", "nobody@example.org")
     assert out == "no orders\n"
+
+
+@pytest.mark.gen_test
+async def test_prune_keeps_what_replay_needs(harness, lms):
+    """`prune --older-than 0` removed the bodies of a failed order and of a
+    rejected delivery; replay then said "its body is gone"."""
+    await harness.start(retry={"attempts": 1})
+    lms.fail_all = Forced(status=403, body='{"detail": "not staff"}')
+    await harness.shopify(shopify_order(line_item(email="failed@example.org")))
+    await until(lambda: settled(harness))
+    lms.fail_all = None
+    await harness.shopify(shopify_order(line_item(email="done@example.org")))
+    await harness.shopify(shopify_order(line_item(email="late@example.org")),
+                          secret="last-years-secret")  # rejected: 403
+    await until(lambda: len(harness.items()) == 2 and settled(harness))
+    old_rejected = await harness.shopify(shopify_order(line_item()), secret="forged-long-ago")
+    assert old_rejected.code == 403
+    harness.db("UPDATE deliveries SET received_at = datetime('now', '-31 days') WHERE id = 4")
+
+    code, out, _ = await harness.cli("prune", "--older-than", "0")
+    assert code == 0 and "removed body and headers of 2 finished deliveries" in out
+    kept = {d["id"]: d["pruned_at"] is None and len(d["body"]) > 0
+            for d in harness.deliveries()}
+    assert kept == {1: True, 2: False, 3: True, 4: False}  # failed, enrolled, rejected, old
+    code, out, err = await harness.cli("replay", "3")
+    assert code == 1 and "403 bad-signature" in out  # read again: its body is there
+    assert "body is gone" not in err

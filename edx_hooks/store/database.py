@@ -204,9 +204,12 @@ class Store:
         """
         return await self._submit(retry_failed, item_ids, order_ids)
 
-    async def prune(self, before: dt.datetime) -> int:
-        """Remove the raw body and headers of finished deliveries; return how many."""
-        return await self._submit(prune, before)
+    async def prune(self, before: dt.datetime, rejected_since: dt.datetime | None = None
+                    ) -> int:
+        """Remove the raw body and headers of finished deliveries, but not of
+        failed orders' nor of rejected ones received since ``rejected_since``;
+        return how many."""
+        return await self._submit(prune, before, rejected_since)
 
     async def delete_rejected(self, before: dt.datetime) -> int:
         """Delete rejected deliveries received before ``before``; return how many."""

@@ -319,14 +319,22 @@ def retry_failed(conn: Connection, item_ids: list[int] | None,
 
 
 @each
-def prune(conn: Connection, before: dt.datetime) -> int:
+def prune(conn: Connection, before: dt.datetime,
+          rejected_since: dt.datetime | None = None) -> int:
     """Drop body and headers of deliveries received before ``before`` whose
-    order is finished (no pending item) or that had no order."""
-    unfinished = sa.select(items.c.order_id).where(items.c.state.in_(SCHEDULED))
+    order is finished (no pending item) and has no failed one, or that had no
+    order. What ``replay`` may still need keeps them: the deliveries of an
+    order with a failed item, and a rejected delivery received since
+    ``rejected_since`` (retention deletes it later)."""
+    unfinished = sa.select(items.c.order_id).where(
+        items.c.state.in_((*SCHEDULED, FAILED, UNENROLL_FAILED)))
+    no_order = deliveries.c.order_id.is_(None)
+    if rejected_since is not None:
+        no_order = sa.and_(no_order, sa.or_(deliveries.c.status < 300,
+                                            deliveries.c.received_at < rejected_since))
     stmt = (deliveries.update()
             .where(deliveries.c.received_at < before, deliveries.c.pruned_at.is_(None),
-                   sa.or_(deliveries.c.order_id.is_(None),
-                          deliveries.c.order_id.not_in(unfinished)))
+                   sa.or_(no_order, deliveries.c.order_id.not_in(unfinished)))
             .values(body=b"", headers="{}", pruned_at=utcnow()))
     return conn.execute(stmt).rowcount
 
