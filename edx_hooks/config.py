@@ -643,7 +643,7 @@ def _judge_secret(s: Setting, value: str | list[str], label: str, origin: str,
     values = [v for v in (value if isinstance(value, list) else [value]) if v]  # "": unset
     if any(placeholder(v) for v in values):
         off = (f", or remove [{s.section}] to switch {s.section} off"
-               if s.section in storefront_sections() else "")
+               if s.section not in SECTIONS else "")  # a storefront's
         placeholders.append(f"{label}.{s.key}{where} is a placeholder, public in the example "
                             f"config, so anyone could sign with it: {_fix_hint(s)}{off}")
     elif any(len(v) < WEAK_SECRET_LENGTH for v in values):
