@@ -495,8 +495,8 @@ async def _course_or_merchandise(rt: Runtime, item: dict, ids: dict, attempt: in
         await _transient(rt, item, ids, attempt, str(e))
         return None
     await rt.store.update(item["id"], item["state"], course_id=course)
-    await _fail(rt, item, ids, attempt, f"no learner email for course {course}: collect it in "
-                                        "the shop (README: the learner email)")
+    await _fail(rt, item, ids, attempt, f"no learner email for course {course}: collect it "
+                                        "in the shop (see learner_email_properties)")
 
 
 async def _wait_more(rt: Runtime, item: dict, ids: dict, error: str | None = None) -> None:
