@@ -32,7 +32,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from . import logs
-from .lms import Halted, LMSClient, LMSError, OutcomeUnknown, PermanentError, TransientError
+from .lms import (
+    Halted,
+    LMSClient,
+    LMSError,
+    OutcomeUnknown,
+    PermanentError,
+    TransientError,
+    is_email,
+)
 
 log = logging.getLogger("edx_hooks.batches")
 
@@ -42,6 +50,17 @@ Key = tuple[str, str, bool]
 CONCURRENT_CALLS = 10
 #: the LMS audit log's reason field
 REASON_CHARS = 255
+
+
+def unsendable(email: str | None, course_or_sku: str | None) -> str | None:
+    """Why a line item cannot go to the LMS, or None. Such an item never joins
+    a call: one learner's gap must not fail the others in it (``jobs`` and
+    ``edx-hooks retry`` ask this too)."""
+    if not email or not is_email(email):
+        return "no valid learner email: not sent to the LMS"
+    if not course_or_sku:
+        return "no course and no SKU: not sent to the LMS"
+    return None
 
 
 class Withdrawn(Exception):
@@ -118,6 +137,9 @@ class Batcher:
         if the service stops before a call takes them."""
         if self.halted:
             raise Halted("stopping: not sent")
+        problem = unsendable(email, key[0])
+        if problem:
+            raise PermanentError(problem)
         entry = Entry(item_id, email, order, asyncio.get_running_loop().create_future(),
                       asyncio.current_task())
         self.queues.setdefault(key, []).append(entry)

@@ -63,6 +63,8 @@ async def _serve(cfg: Config, args: argparse.Namespace) -> int:
             logs.event(log, logs.WARNING, "config.readable", path=cfg.path,
                        secrets=",".join(cfg.secrets_in_file),
                        fix=f"chmod 600 {cfg.path}, or set the secrets as EDX_HOOKS_* variables")
+        for problem in cfg.weak_secrets:
+            logs.event(log, logs.WARNING, "config.weak_secret", problem=problem)
         service = Service(cfg)
         if not await _start(service, cfg, stop):
             logs.event(log, logs.INFO, "service.stopping", during="start-up")
@@ -179,7 +181,8 @@ def _short(text: str | None, width: int = 70) -> str | None:
 # -- commands that read and write the database
 
 async def _orders(store: Store, cfg: Config, args: argparse.Namespace) -> int:
-    found = await store.orders(state=args.state, since=args.since, limit=args.limit)
+    found = await store.orders(state=args.state, since=args.since, limit=args.limit,
+                               email=args.email)
     if args.json:
         print(_json(found))
         return 0
@@ -226,8 +229,24 @@ async def _order(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _deliveries(store: Store, cfg: Config, args: argparse.Namespace) -> int:
+    found = await store.list_deliveries(rejected=args.rejected, since=args.since,
+                                        limit=args.limit)
+    if args.json:
+        print(_json(found))
+        return 0
+    rows = [[d["id"], f"{d['received_at']:%Y-%m-%d %H:%M:%S}", d["provider"], d["shop"],
+             d["endpoint"], d["status"], d["reason"], d["client_ip"]] for d in found]
+    print(_table(rows, ["id", "received (UTC)", "provider", "shop", "endpoint", "answer",
+                        "reason", "client"]) if rows else "no deliveries")
+    if args.rejected and rows:
+        print("\nonce the cause is fixed (a secret, a shop's domain or source): "
+              "`edx-hooks replay ID`")
+    return 0
+
+
 async def _retry(store: Store, cfg: Config, args: argparse.Namespace) -> int:
-    ids = await _set_pending_again(store, args)
+    ids = await _set_pending_again(store, args, cfg)
     print(f"{len(ids)} line item(s) set pending again: {', '.join(map(str, ids))}")
     if args.wait is None:
         print("the running service picks them up within a second (a stopped one at its next "
@@ -260,20 +279,45 @@ async def _wait_for(store: Store, ids: list[int], timeout: float) -> int:
     return 0 if ok else 1
 
 
-async def _set_pending_again(store: Store, args: argparse.Namespace) -> list[int]:
+async def _set_pending_again(store: Store, args: argparse.Namespace,
+                             cfg: Config) -> list[int]:
+    from .batches import unsendable
+    from .catalog import Catalog
+    from .store import FAILED
+
     if args.all_failed:
-        ids = await store.retry_failed()
+        failed = await store.failed_items()
     elif args.item:
-        ids = await store.retry_failed(item_ids=args.item)
+        failed = await store.failed_items(item_ids=args.item)
     else:
         if not (args.provider and args.order_id):
             raise Failure("say which: PROVIDER ORDER_ID, --item ID..., or --all-failed")
         found = await store.order_story(args.provider, args.order_id)
         if not found:
             raise Failure(f"no {args.provider} order {args.order_id}")
-        ids = await store.retry_failed(order_ids=[o["id"] for o in found])
+        failed = await store.failed_items(order_ids=[o["id"] for o in found])
+    sendable = []
+    catalog = Catalog(cfg.products, cfg.lms.default_mode)
+    for item in failed:  # one that cannot be sent would only fail again, in a call
+        problem = unsendable(item["email"], item["course_id"] or item["sku"])
+        if problem:
+            print(f"item {item['id']} skipped: {problem}; its reason stays: {item['reason']}")
+            continue
+        sendable.append(item["id"])
+        # its SKU resolved again with the catalog in force (fixed since, say),
+        # not the one its order met; a redirect is asked again at the attempt
+        resolved = catalog.course_of(item["sku"], item["part"]) if item["sku"] else None
+        if item["state"] == FAILED and resolved and resolved != (item["course_id"],
+                                                                 item["mode"]):
+            course, mode = resolved
+            await store.update(item["id"], FAILED, course_id=course, mode=mode)
+            if course:
+                print(f"item {item['id']}: SKU {item['sku']!r} now sells {course}"
+                      + (f" in mode {mode}" if mode else ""))
+    ids = await store.retry_failed(item_ids=sendable) if sendable else []
     if not ids:
-        raise Failure("no failed line item matched: nothing to retry")
+        raise Failure("no failed line item matched: nothing to retry" if not failed
+                      else "no failed line item can be sent to the LMS: nothing to retry")
     return ids
 
 
@@ -323,10 +367,13 @@ async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def _prune(store: Store, cfg: Config, args: argparse.Namespace) -> int:
-    before = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=args.older_than)
-    count = await store.prune(before)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    count = await store.prune(now - dt.timedelta(days=args.older_than),
+                              now - dt.timedelta(days=cfg.retention.rejected_days))
     print(f"removed body and headers of {count} finished deliveries older than "
-          f"{args.older_than:g} days; orders, line items and outcomes are kept")
+          f"{args.older_than:g} days; orders, line items and outcomes are kept, and so are "
+          "the bodies `replay` may need: of orders with a failed item, and of rejected "
+          f"deliveries younger than retention.rejected_days ({cfg.retention.rejected_days:g})")
     return 0
 
 
@@ -355,6 +402,8 @@ async def _check(cfg: Config, args: argparse.Namespace) -> int:
 
     print(f"config OK: listening on {cfg.server.address}:{cfg.server.port}, database "
           f"{cfg.database.url}, storefronts: {', '.join(cfg.storefronts) or 'none'}")
+    for problem in cfg.weak_secrets:
+        print(f"warning: {problem}")
     public = cfg.server.public_url or cfg.lms.base_url  # /webhooks/ is on the LMS's host
     for name in cfg.storefronts:  # what to subscribe, where
         storefront = STOREFRONTS[name]
@@ -483,10 +532,19 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--state", choices=ORDER_STATES)  # an order's, as store.order_state
     sub.add_argument("--since", type=_date, metavar="DATE", help="received on or after DATE")
     sub.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+    sub.add_argument("--email", metavar="ADDRESS",
+                     help="only orders with a line item for this learner")
     sub.add_argument("--json", action="store_true", help="JSON for scripts")
     sub = command("order", "everything about one order: deliveries and line items")
     sub.add_argument("provider", choices=list(STOREFRONTS))
-    sub.add_argument("order_id", help="the shop's order id (order=... in the log)")
+    sub.add_argument("order_id", help="the shop's order id (order=... in the log), or its "
+                                      "name or number as the shop shows it (#1004, 1004)")
+    sub.add_argument("--json", action="store_true", help="JSON for scripts")
+    sub = command("deliveries", "list deliveries, rejected ones too: the ids replay needs")
+    sub.add_argument("--rejected", action="store_true",
+                     help="only those answered 300 or more (bad signature, unknown shop...)")
+    sub.add_argument("--since", type=_date, metavar="DATE", help="received on or after DATE")
+    sub.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
     sub.add_argument("--json", action="store_true", help="JSON for scripts")
     sub = command("retry", "set failed (or unknown) line items pending again, with fresh "
                            "attempts",
@@ -513,7 +571,20 @@ def parser() -> argparse.ArgumentParser:
                      help="fetch a token and probe the bulk enrollment view")
     sub = command("prune", "remove raw bodies and headers of old finished deliveries")
     sub.add_argument("--older-than", type=float, required=True, metavar="DAYS")
-    commands.add_parser("settings", help="list every setting, its default and its variable")
+    sub = command("settings", "list every setting: its value in force and where it came from",
+                  description="List every setting. With a config (--config, "
+                              "EDX_HOOKS_CONFIG or EDX_HOOKS_* variables): its value in force, "
+                              "secrets hidden, and where it came from (default, file, "
+                              "environment); without: its default.")
+    sub.add_argument("--json", action="store_true", help="JSON for scripts")
+    sub = commands.add_parser(
+        "demo", help="try it out: a sample order enrolled through a practice LMS, on loopback",
+        description="Run the real service on 127.0.0.1 with a throw-away database, a "
+                    "practice LMS and a signing secret made for this run; send one signed "
+                    "sample order; show what `orders` and `order` show, and a curl line to "
+                    "send another. Runs until Ctrl-C; needs no config.")
+    sub.add_argument("--port", type=int, default=0,
+                     help="the service's port on 127.0.0.1 (default: a free one)")
     return top
 
 
@@ -531,14 +602,39 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "settings":
-        print(config_mod.describe())
+    given = args.command != "demo" and (args.config or any(
+        name.startswith(config_mod.ENV_PREFIX) for name in os.environ))
+    if args.command == "settings" and not given:
+        print(_json([{"setting": s.name, "required": s.default is config_mod.REQUIRED,
+                      "default": None if s.default is config_mod.REQUIRED else s.default,
+                      "help": s.help, "env": s.env} for s in config_mod.settings()])
+              if args.json else config_mod.describe())
         return 0
+    if args.command == "demo":
+        from . import demo
+        try:
+            return asyncio.run(demo.run(args))
+        except Failure as e:
+            print(f"edx-hooks: {e}", file=sys.stderr)
+            return 1
     try:
         cfg = config_mod.load(args.config)
+        if args.command in ("serve", "check-config", "replay"):  # those that use the secrets
+            config_mod.check_secrets(cfg)
     except config_mod.ConfigError as e:
-        print(f"edx-hooks: config: {e}", file=sys.stderr)
+        # not "lms.base_url is required" when it is the file itself that is missing
+        message = str(e) if given else (
+            "no config file given: pass --config /etc/edx-hooks/edx-hooks.toml or set "
+            "EDX_HOOKS_CONFIG (sudo drops the environment: sudo edx-hooks ... --config PATH)")
+        print(f"edx-hooks: config: {message}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "settings":
+        found = config_mod.in_force(cfg)
+        print(_json(found) if args.json else _table(
+            [[f["setting"], "" if f["value"] is None
+              else f["value"] if f["secret"] and f["value"] else repr(f["value"]), f["source"]]
+             for f in found], ["setting", "value in force", "source"]))
+        return 0
     try:
         if args.command == "serve":
             # The database, its WAL and the job store: readable by the
@@ -548,8 +644,8 @@ def _main(argv: list[str] | None) -> int:
             return asyncio.run(_serve(cfg, args))
         if args.command == "check-config":
             return asyncio.run(_check(cfg, args))
-        handler = {"orders": _orders, "order": _order, "retry": _retry, "replay": _replay,
-                   "prune": _prune}[args.command]
+        handler = {"orders": _orders, "order": _order, "deliveries": _deliveries,
+                   "retry": _retry, "replay": _replay, "prune": _prune}[args.command]
         return asyncio.run(_with_store(handler, cfg, args))
     except Failure as e:
         print(f"edx-hooks: {e}", file=sys.stderr)

@@ -102,6 +102,24 @@ def secret(value: Any) -> str:
     return value
 
 
+#: a secret shorter than this gets a warning (not a refusal: an upgrade must
+#: not stop a running install)
+WEAK_SECRET_LENGTH = 16
+
+
+def placeholder(value: str) -> bool:
+    """Whether a secret is a placeholder, such as the example config's
+    ``set-me-in-EDX_HOOKS_...``: written in a public file, it is a key anyone
+    can sign with."""
+    value = value.strip().lower()
+    return value.startswith(("set-me", "change-me", "changeme")) or value in ("secret", "xxx")
+
+
+def optional_secret(value: Any) -> str:
+    """A secret that may be left empty (unset), such as lms.api_key."""
+    return text(value)
+
+
 def one_or_list(value: Any, bad_json: str) -> list[Any]:
     """A value, or a list of them: a TOML array, or in the environment (where
     everything is a string) a JSON array."""
@@ -224,6 +242,16 @@ def choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def names(value: Any) -> tuple[str, ...]:
+    """One name or a list of them (in the environment, a JSON array), each
+    compared without case."""
+    found = tuple(nonempty(v).lower() for v in one_or_list(
+        value, "must be a name, or a JSON array of names"))
+    if not found:
+        raise ValueError("must hold at least one name")
+    return found
+
+
 def sku_prefix(value: Any) -> str:
     return text(value).lstrip("/")
 
@@ -241,7 +269,7 @@ def setting(default: Any, parse: Callable[[Any], Any], help: str) -> Any:
 
 def is_secret(parse: Callable[[Any], Any]) -> bool:
     """Whether a setting with this parser holds a secret."""
-    return parse in (secret, secrets)
+    return parse in (secret, secrets, optional_secret)
 
 
 @dataclass(frozen=True)
@@ -341,7 +369,7 @@ class LMS:
                               "action); the LMS emails each in the call")
     default_mode: str = setting("", mode, "course mode for SKUs not in [[products]] (a course "
                                           "id, or a redirect); empty = the LMS's default")
-    api_key: str = setting("", text, "the LMS's EDX_API_KEY, sent as X-Edx-Api-Key: no "
+    api_key: str = setting("", optional_secret, "the LMS's EDX_API_KEY, sent as X-Edx-Api-Key: no "
                                      "throttle, and modes set past their upgrade deadline")
     learning_mfe_url: str = setting("", optional_url,
                                     "the Learning MFE's root (e.g. https://apps.lms.example.org"
@@ -408,6 +436,14 @@ class Config:
     path: str | None = None
     #: the secrets set in that file (config.readable warns about them)
     secrets_in_file: tuple[str, ...] = ()
+    #: secrets that are placeholders: one-line refusals (:func:`check_secrets`)
+    placeholders: tuple[str, ...] = ()
+    #: secrets shorter than WEAK_SECRET_LENGTH: one-line warnings
+    weak_secrets: tuple[str, ...] = ()
+    #: where each setting's value in force came from, by its label
+    #: ("lms.base_url", "shopify[1].secret"): "file", "environment (NAME)",
+    #: or absent for a default
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def storefronts(self) -> list[str]:
@@ -487,10 +523,9 @@ def _environment(environ: Mapping[str, str], keys: dict[str, set[str]],
                     f"unknown environment variable {name}: unset it or fix its spelling")
             found[(section, index, key)] = value
             break
-        else:
-            if any(rest.startswith(section.split("_")[0]) for section in keys):
-                raise ConfigError(
-                    f"unknown environment variable {name}: unset it or fix its spelling")
+        else:  # a misspelled section would be ignored silently, its secret unset
+            raise ConfigError(f"unknown environment variable {name} (no section "
+                              f"{', '.join(keys)} starts it): unset it or fix its spelling")
     return found
 
 
@@ -514,7 +549,7 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
 
     built: dict[str, Any] = {}
     shops: dict[str, tuple[Any, ...]] = {}
-    secrets_in_file: list[str] = []
+    notes = _Notes()
     for section, cls in every.items():
         several = section in several_tables
         found = tables.get(section, [])
@@ -534,7 +569,7 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
             table = found[n] if n < len(found) else {}
             label = section if count <= 1 else f"{section}[{n}]"
             made.append(cls(**_values(declarations[section], table, env, section, n, label,
-                                      secrets_in_file)))
+                                      notes)))
         if several:
             shops[section] = tuple(made)
         else:
@@ -548,7 +583,18 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
     built["database"] = dataclasses.replace(
         database, jobs_url=database.jobs_url or jobs_url_for(database.url))
     return Config(**built, shops=shops, products=products, path=path,
-                  secrets_in_file=tuple(secrets_in_file))
+                  secrets_in_file=tuple(notes.secrets_in_file),
+                  placeholders=tuple(notes.placeholders), weak_secrets=tuple(notes.weak),
+                  sources=notes.sources)
+
+
+@dataclass
+class _Notes:
+    """What loading notes besides the values."""
+    secrets_in_file: list[str] = field(default_factory=list)
+    placeholders: list[str] = field(default_factory=list)
+    weak: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 def _check_catalog(products: tuple[Product, ...]) -> None:
@@ -563,8 +609,9 @@ def _check_catalog(products: tuple[Product, ...]) -> None:
 
 def _values(declared_here: tuple[Setting, ...], table: dict[str, Any],
             env: dict[tuple[str, int | None, str], str], section: str, n: int, label: str,
-            secrets_in_file: list[str]) -> dict[str, Any]:
-    """One table's values, from the environment, the file or the defaults."""
+            notes: _Notes) -> dict[str, Any]:
+    """One table's values, from the environment, the file or the defaults;
+    where each came from, and a placeholder or weak secret, go in ``notes``."""
     values = {}
     for s in declared_here:
         env_key = next((k for k in ((section, n, s.key), (section, None, s.key)) if k in env),
@@ -576,7 +623,7 @@ def _values(declared_here: tuple[Setting, ...], table: dict[str, Any],
         elif s.key in table:
             raw, origin = table[s.key], f"{label}.{s.key}"
             if s.secret:
-                secrets_in_file.append(f"{label}.{s.key}")
+                notes.secrets_in_file.append(f"{label}.{s.key}")
         elif s.default is REQUIRED:
             raise ConfigError(f"{label}.{s.key} is required ({s.help}): {_fix_hint(s)}")
         else:
@@ -588,7 +635,35 @@ def _values(declared_here: tuple[Setting, ...], table: dict[str, Any],
             where = "" if origin == f"{label}.{s.key}" else f" (from {origin})"
             raise ConfigError(f"{label}.{s.key} = {shown}{where} {e}: "
                               f"{_fix_hint(s)}") from None
+        if s.secret:
+            _judge_secret(s, values[s.key], label, origin, notes.placeholders, notes.weak)
+        notes.sources[f"{label}.{s.key}"] = ("file" if origin == f"{label}.{s.key}"
+                                             else f"environment ({origin})")
     return values
+
+
+def _judge_secret(s: Setting, value: str | list[str], label: str, origin: str,
+                  placeholders: list[str], weak: list[str]) -> None:
+    """Note a placeholder (refused by :func:`check_secrets`) or a weak secret
+    (warned about), each as one line that names the key and the fix, never
+    the value."""
+    where = "" if origin == f"{label}.{s.key}" else f" (from {origin})"
+    values = [v for v in (value if isinstance(value, list) else [value]) if v]  # "": unset
+    if any(placeholder(v) for v in values):
+        off = (f", or remove [{s.section}] to switch {s.section} off"
+               if s.section not in SECTIONS else "")  # a storefront's
+        placeholders.append(f"{label}.{s.key}{where} is a placeholder, public in the example "
+                            f"config, so anyone could sign with it: {_fix_hint(s)}{off}")
+    elif any(len(v) < WEAK_SECRET_LENGTH for v in values):
+        weak.append(f"{label}.{s.key}{where} is shorter than {WEAK_SECRET_LENGTH} characters, "
+                    f"easy to guess: {_fix_hint(s)} to a longer one (letters and digits)")
+
+
+def check_secrets(cfg: Config) -> None:
+    """Refuse a config whose secret is a placeholder: ``serve``, ``check-config``
+    and ``replay`` call this (reading commands need no secret)."""
+    if cfg.placeholders:
+        raise ConfigError(cfg.placeholders[0])
 
 
 def _check_unique(section: str, shops: tuple[Any, ...]) -> None:
@@ -629,3 +704,29 @@ def describe() -> str:
         default = "(required)" if s.default is REQUIRED else repr(s.default)
         lines.append(f"{s.name:28} {default:32} {s.help}  [{s.env}]")
     return "\n".join(lines)
+
+
+def in_force(cfg: Config) -> list[dict[str, Any]]:
+    """Every setting of ``cfg``: its value in force (a secret masked), where
+    it came from (default, file, environment) and its help; a storefront
+    without a shop, or an empty catalog, is one line saying so."""
+    tables: dict[str, list[Any]] = {name: [getattr(cfg, name)] for name in SECTIONS}
+    tables["products"] = list(cfg.products)
+    tables.update({name: list(shops) for name, shops in cfg.shops.items()})
+    found = []
+    for section, cls in {**SECTIONS, **LISTS, **storefront_sections()}.items():
+        several = section not in SECTIONS
+        if several and not tables[section]:
+            absent = "no catalog" if section == "products" else "off: no section"
+            found.append({"setting": section, "secret": False, "value": None,
+                          "source": absent, "help": "", "env": ""})
+            continue
+        for n, table in enumerate(tables[section]):
+            label = section if len(tables[section]) == 1 else f"{section}[{n}]"
+            for s in declared(section, cls):
+                value = getattr(table, s.key)
+                found.append({"setting": f"{label}.{s.key}", "secret": s.secret,
+                              "value": "<hidden>" if s.secret and value else value,
+                              "source": cfg.sources.get(f"{label}.{s.key}", "default"),
+                              "help": s.help, "env": s.env})
+    return found

@@ -26,11 +26,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import logs
 from . import scheduler as sched
-from .batches import Batcher, Entry, Withdrawn
+from .batches import Batcher, Entry, Withdrawn, unsendable
 from .lms import Halted, LMSClient, OutcomeUnknown, PermanentError, Throttled, TransientError
 from .store import (
     AWAITING_ACCOUNT,
     ENROLLED,
+    NOT_A_COURSE,
     NOT_ENROLLED,
     PENDING,
     SCHEDULED,
@@ -420,6 +421,12 @@ async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -
     """
     item_id, course, mode = item["id"], item["course_id"], item["mode"]
     following = item["state"] == AWAITING_ACCOUNT
+    if not item["email"] and course is None and item["sku"] and action == "enroll":
+        return await _course_or_merchandise(rt, item, ids, attempt)
+    problem = unsendable(item["email"], course or item["sku"])
+    if problem:  # never put in a call, no attempt used
+        await _fail(rt, item, ids, item["attempts"], problem)
+        return None
     try:
         if course is None:
             course = await rt.lms.resolve_sku(item["sku"])
@@ -480,6 +487,31 @@ async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -
         await _transient(rt, item, ids, attempt, f"internal error: {type(e).__name__}")
         return None
     return await _record(rt, item_id, ids, done)
+
+
+async def _course_or_merchandise(rt: Runtime, item: dict, ids: dict, attempt: int) -> None:
+    """A line item without a learner email whose SKU only the LMS can place
+    (``Catalog.without_learner``). A SKU that redirects to a course: a
+    course sold without its learner's email, a failure to fix in the shop.
+    One that names no course: merchandise, not-a-course at info level, no
+    part of its order's state."""
+    try:
+        course = await rt.lms.resolve_sku(item["sku"])
+    except Halted:
+        return None
+    except PermanentError:
+        reason = (f"not a course (SKU {item['sku']!r} names none) and no learner email: "
+                  "nothing to enroll")
+        if await rt.store.update(item["id"], item["state"], state=NOT_A_COURSE, reason=reason,
+                                 next_attempt_at=None):
+            logs.event(log, logs.INFO, "item.not_a_course", **ids, reason=reason)
+        return None
+    except TransientError as e:
+        await _transient(rt, item, ids, attempt, str(e))
+        return None
+    await rt.store.update(item["id"], item["state"], course_id=course)
+    await _fail(rt, item, ids, attempt, f"no learner email for course {course}: collect it "
+                                        "in the shop (see learner_email_properties)")
 
 
 async def _wait_more(rt: Runtime, item: dict, ids: dict, error: str | None = None) -> None:

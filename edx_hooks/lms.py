@@ -372,7 +372,8 @@ class LMSClient:
         location = response.headers.get("Location")
         if response.code not in (301, 302, 303, 307, 308) or not location:
             raise error_for(response, "SKU lookup", request="the SKU lookup",
-                            permanent=f"SKU {sku!r} resolves to no course: HEAD "
+                            permanent=f"SKU {sku!r} resolves to no course: not in the "
+                                      "catalog ([[products]]), and HEAD "
                                       f"{self.base_url}{path} answered {response.code} "
                                       "without a redirect")
         course_id = course_in(urllib.parse.urljoin(self.base_url + path, location),

@@ -21,7 +21,8 @@ def settled(harness) -> bool:
 
 
 @pytest.mark.parametrize("command", ["serve", "orders", "order", "retry", "replay",
-                                     "check-config", "prune", "settings"])
+                                     "check-config", "prune", "settings", "demo",
+                                     "deliveries"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         parser().parse_args([command, "--help"])
@@ -179,12 +180,13 @@ async def test_prune_keeps_orders_and_unfinished_deliveries(harness, lms):
     await until(lambda: harness.items()[1]["state"] == "enrolled")
 
     code, out, _ = await harness.cli("prune", "--older-than", "0")
-    assert code == 0 and "2 finished deliveries" in out
+    assert code == 0 and "1 finished deliveries" in out
     rows = harness.db("SELECT length(body), headers, body_size, pruned_at IS NOT NULL, status "
                       "FROM deliveries ORDER BY id")
     assert rows[0][0] > 0 and rows[0][3] == 0          # its order is still pending
     assert rows[1][:2] == (0, "{}") and rows[1][3] == 1
-    assert rows[2][:2] == (0, "{}") and rows[2][4] == 400
+    # rejected, and younger than retention.rejected_days: kept for replay
+    assert rows[2][0] > 0 and rows[2][3] == 0 and rows[2][4] == 400
     assert harness.db("SELECT count(*) FROM orders") == [(2,)]
 
 

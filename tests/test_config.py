@@ -130,9 +130,43 @@ def test_example_config_documents_every_key():
     for setting in config.settings():
         assert f"[{setting.section}]" in text
         assert f"{setting.key} =" in text, setting.name
-    # and it loads, with its placeholders
+    # and it loads, with no shop switched on and its LMS secret a placeholder
+    # that serve and check-config refuse
     cfg = config.load(str(example), {})
-    assert cfg.storefronts == ["shopify", "woocommerce"]
+    assert cfg.storefronts == []
+    with pytest.raises(ConfigError, match="^lms.client_secret is a placeholder"):
+        config.check_secrets(cfg)
+
+
+@pytest.mark.parametrize("value", ["set-me-in-EDX_HOOKS_WOOCOMMERCE_SECRET", "set-me",
+                                   ["a-real-secret-of-some-length", "SET-ME-too"]])
+def test_a_placeholder_secret_is_refused_naming_the_key_and_the_fix(tmp_path, value):
+    cfg = load(tmp_path, {**MINIMAL, "woocommerce": {"source": "https://shop.example/",
+                                                     "secret": value}})
+    with pytest.raises(ConfigError) as e:
+        config.check_secrets(cfg)
+    message = str(e.value)
+    assert message == (
+        "woocommerce.secret is a placeholder, public in the example config, so anyone could "
+        "sign with it: set secret in [woocommerce] or EDX_HOOKS_WOOCOMMERCE_SECRET, or "
+        "remove [woocommerce] to switch woocommerce off")
+    # the environment's name is said when the placeholder came from there
+    cfg = load(tmp_path, MINIMAL, {"EDX_HOOKS_LMS_CLIENT_SECRET": "set-me-in-EDX_HOOKS_LMS_"
+                                                                  "CLIENT_SECRET"})
+    with pytest.raises(ConfigError, match=r"^lms.client_secret \(from "
+                                          r"EDX_HOOKS_LMS_CLIENT_SECRET\) is a placeholder"):
+        config.check_secrets(cfg)
+
+
+def test_a_weak_secret_is_a_warning_not_a_refusal(tmp_path):
+    cfg = load(tmp_path, {**MINIMAL, "shopify": {"shop_domain": "a.myshopify.com",
+                                                 "secret": ["short", "x" * 16]}})
+    config.check_secrets(cfg)  # no refusal
+    assert cfg.weak_secrets == (
+        "lms.client_secret is shorter than 16 characters, easy to guess: set client_secret "
+        "in [lms] or EDX_HOOKS_LMS_CLIENT_SECRET to a longer one (letters and digits)",
+        "shopify.secret is shorter than 16 characters, easy to guess: set secret in "
+        "[shopify] or EDX_HOOKS_SHOPIFY_SECRET to a longer one (letters and digits)")
 
 
 def test_several_shops_and_secret_lists(tmp_path):
@@ -185,3 +219,30 @@ def test_an_empty_secret_in_a_list_is_refused(tmp_path):
     message = error(tmp_path, {**MINIMAL, "shopify": {"shop_domain": "a.myshopify.com",
                                                       "secret": ["ok", ""]}})
     assert "shopify.secret = <hidden> must not be empty" in message
+
+
+@pytest.mark.parametrize("name", ["EDX_HOOKS_SHOPFY_SECRET", "EDX_HOOKS_WOO_SECRET",
+                                  "EDX_HOOKS_LMSCLIENT_SECRET"])
+def test_a_misspelled_section_in_the_environment_is_refused(tmp_path, name):
+    message = error(tmp_path, MINIMAL, {name: "a-secret-that-would-be-ignored"})
+    assert message.startswith(f"unknown environment variable {name} (no section ")
+    assert message.endswith("unset it or fix its spelling")
+    assert "a-secret-that-would-be-ignored" not in message
+
+
+def test_the_settings_in_force_say_where_each_came_from_and_hide_secrets(tmp_path):
+    cfg = load(tmp_path, {**MINIMAL, "retry": {"attempts": 5},
+                          "shopify": {"shop_domain": "a.myshopify.com",
+                                      "secret": "file-secret-file-secret"}},
+               {"EDX_HOOKS_SHOPIFY_SECRET": "env-secret-env-secret",
+                "EDX_HOOKS_LMS_API_KEY": "the-lms-api-key"})
+    found = {f["setting"]: (f["value"], f["source"]) for f in config.in_force(cfg)}
+    assert found["retry.attempts"] == (5, "file")
+    assert found["retry.delay_seconds"] == (180.0, "default")
+    assert found["lms.client_secret"] == ("<hidden>", "file")
+    assert found["shopify.secret"] == ("<hidden>", "environment (EDX_HOOKS_SHOPIFY_SECRET)")
+    assert found["lms.api_key"] == ("<hidden>", "environment (EDX_HOOKS_LMS_API_KEY)")
+    assert found["woocommerce"] == (None, "off: no section")
+    assert found["products"] == (None, "no catalog")
+    assert not any(secret in repr(found) for secret in (
+        "file-secret", "env-secret", "the-lms-api-key"))

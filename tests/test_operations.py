@@ -41,8 +41,8 @@ async def test_healthz_reports_counts_without_personal_data(harness, lms):
     assert response.code == 200
     body = json.loads(response.body)
     assert body == {"status": "ok", "pending": 0, "failed": 1, "unknown": 0,
-                    "oldest_pending_seconds": 0.0,
-                    "awaiting_account": 0}
+                    "oldest_pending_seconds": 0.0, "awaiting_account": 0,
+                    "rejected_last_hour": 0}
     assert b"ada@example.org" not in response.body
     assert harness.deliveries()[-1]["endpoint"] != "GET /healthz"  # not a delivery
 

@@ -97,7 +97,7 @@ async def test_the_real_shop_deliveries_are_handled_as_the_shop_meant(harness, l
     if strict:
         assert items() == {
             ("59", COURSE): ("unenrolled", "lea.learner@example.com"),  # paid, then refunded
-            ("59", "TSHIRT-M"): ("failed", None),  # a T-shirt: no learner, no course
+            ("59", "TSHIRT-M"): ("not-a-course", None),  # a T-shirt: no learner, no course
             ("63", COURSE): ("not-enrolled", "frank.cancel@example.com"),  # cancelled unpaid
         }
         # still waiting for payment: B (the learner is not the buyer), C, E
@@ -108,7 +108,7 @@ async def test_the_real_shop_deliveries_are_handled_as_the_shop_meant(harness, l
     else:
         assert items() == {
             ("59", COURSE): ("enrolled", "lea.learner@example.com"),  # refund: unenroll off
-            ("59", "TSHIRT-M"): ("failed", None),
+            ("59", "TSHIRT-M"): ("not-a-course", None),
             ("61", COURSE): ("enrolled", "carla.colleague@example.com"),  # not the buyer
             ("62", COURSE): ("failed", None),  # the learner email was left empty
             ("63", COURSE): ("enrolled", "frank.cancel@example.com"),  # cancel: unenroll off
@@ -120,7 +120,7 @@ async def test_the_real_shop_deliveries_are_handled_as_the_shop_meant(harness, l
         assert len(lms.learners()) == 4  # order.created and order.updated of one order: one call
     reasons = dict(harness.db("SELECT i.sku, i.reason FROM items i JOIN orders o "
                               "ON o.id = i.order_id WHERE o.external_id = '59'"))
-    assert reasons["TSHIRT-M"] == ("no learner email (a Product Input Fields field of type "
-                                   "email)")
+    assert reasons["TSHIRT-M"] == ("not a course (SKU 'TSHIRT-M' names none) and no learner "
+                                   "email: nothing to enroll")
     await until(lambda: len(harness.deliveries()) == 17)
     assert {d["status"] for d in harness.deliveries()} == {200}

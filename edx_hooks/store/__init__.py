@@ -21,6 +21,7 @@ from .schema import (
     AWAITING_PAYMENT,
     ENROLLED,
     FAILED,
+    NOT_A_COURSE,
     NOT_ENROLLED,
     NOT_PLACED,
     ORDER_STATES,
@@ -45,9 +46,9 @@ from .schema import (
 from .writer import StoreClosed
 
 __all__ = [
-    "ACTIVE", "AWAITING_ACCOUNT", "AWAITING_PAYMENT", "ENROLLED", "FAILED", "NOT_ENROLLED",
-    "NOT_PLACED", "ORDER_STATES", "PENDING", "SCHEDULED", "UNENROLL_FAILED", "UNENROLL_PENDING",
-    "UNENROLLED", "UNKNOWN", "NewDelivery", "NewItem", "NewOrder", "Recorded", "SchemaError",
-    "Store", "StoreClosed", "Unenroll", "deliveries", "items", "metadata", "order_state",
-    "orders", "utcnow",
+    "ACTIVE", "AWAITING_ACCOUNT", "AWAITING_PAYMENT", "ENROLLED", "FAILED", "NOT_A_COURSE",
+    "NOT_ENROLLED", "NOT_PLACED", "ORDER_STATES", "PENDING", "SCHEDULED", "UNENROLL_FAILED",
+    "UNENROLL_PENDING", "UNENROLLED", "UNKNOWN", "NewDelivery", "NewItem", "NewOrder",
+    "Recorded", "SchemaError", "Store", "StoreClosed", "Unenroll", "deliveries", "items",
+    "metadata", "order_state", "orders", "utcnow",
 ]

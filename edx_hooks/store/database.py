@@ -239,13 +239,15 @@ class Store:
         """
         return await self._submit(retry_failed, item_ids, order_ids)
 
-    async def prune(self, before: dt.datetime) -> int:
-        """Remove the raw body and headers of finished deliveries; return how
-        many. In transactions of :data:`CLEANUP_BATCH` rows, so that the
-        service's writes never wait long for the write lock."""
+    async def prune(self, before: dt.datetime, rejected_since: dt.datetime | None = None
+                    ) -> int:
+        """Remove the raw body and headers of finished deliveries, but not of
+        failed orders' nor of rejected ones received since ``rejected_since``;
+        return how many. In transactions of :data:`CLEANUP_BATCH` rows, so
+        that the service's writes never wait long for the write lock."""
         total = last = 0
         while True:
-            done, last = await self._submit(prune, before, last, CLEANUP_BATCH)
+            done, last = await self._submit(prune, before, last, CLEANUP_BATCH, rejected_since)
             total += done
             if done < CLEANUP_BATCH:
                 return total
@@ -295,6 +297,19 @@ class Store:
             .join(orders, items.c.order_id == orders.c.id)
             .where(items.c.id.in_(item_ids)).order_by(items.c.id))
 
+    async def failed_items(self, item_ids: list[int] | None = None,
+                           order_ids: list[int] | None = None) -> list[dict[str, Any]]:
+        """The failed line items (``None`` for both: every one) with what
+        decides whether they can be retried: learner, course, SKU, reason."""
+        query = (sa.select(items.c.id, items.c.state, items.c.email, items.c.course_id,
+                           items.c.sku, items.c.mode, items.c.part, items.c.reason)
+                 .where(items.c.state.in_((FAILED, UNENROLL_FAILED))).order_by(items.c.id))
+        if item_ids is not None:
+            query = query.where(items.c.id.in_(item_ids))
+        if order_ids is not None:
+            query = query.where(items.c.order_id.in_(order_ids))
+        return await self._all(query)
+
     async def pending_items(self) -> list[tuple[int, dt.datetime | None, str]]:
         """Every line item with a job to come (work to do, an account to look
         for), with when it is due and its state."""
@@ -308,9 +323,10 @@ class Store:
             return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
     async def orders(self, state: str | None = None, since: dt.datetime | None = None,
-                     limit: int = 1000) -> list[dict[str, Any]]:
+                     limit: int = 1000, email: str | None = None) -> list[dict[str, Any]]:
         """Orders, newest first, with their items counted by state, the
-        order's state and its latest error."""
+        order's state and its latest error; ``email``: only those with a line
+        item for that learner (any case)."""
         counts = (sa.select(
             items.c.order_id, sa.func.count().label("items"),
             sa.func.sum(sa.case((items.c.state.in_(ACTIVE), 1), else_=0)).label("pending"),
@@ -341,6 +357,10 @@ class Store:
                  .order_by(orders.c.created_at.desc(), orders.c.id.desc()))
         if since is not None:
             query = query.where(orders.c.created_at >= since)
+        if email is not None:
+            query = query.where(orders.c.id.in_(
+                sa.select(items.c.order_id)
+                .where(sa.func.lower(items.c.email) == email.strip().lower())))
         found = []
         for row in await self._all(query):
             row["state"] = order_state(row)
@@ -351,11 +371,19 @@ class Store:
         return found
 
     async def order_story(self, provider: str, external_id: str) -> list[dict[str, Any]]:
-        """Everything about the orders with this provider and id (one per shop):
-        the order, its deliveries and its line items."""
+        """Everything about the orders with this provider and id (one per shop),
+        or else with this name or number as the shop shows it (``#1004``,
+        ``1004``): the order, its deliveries and its line items."""
         found = await self._all(sa.select(orders).where(orders.c.provider == provider,
                                                         orders.c.external_id == external_id))
+        if not found:  # what staff know: the name in the shop's admin and emails
+            number = external_id.strip().lstrip("#").strip()
+            found = await self._all(sa.select(orders).where(
+                orders.c.provider == provider,
+                orders.c.name.in_({external_id.strip(), number, f"#{number}"}))
+                .order_by(orders.c.id))
         for order in found:
+            external_id = order["external_id"]
             order["unenroll_requests"] = await self._all(
                 sa.select(unenroll_requests.c.line_item_id, unenroll_requests.c.why,
                           unenroll_requests.c.delivery_id, unenroll_requests.c.requested_at)
@@ -371,6 +399,20 @@ class Store:
                 sa.select(items).where(items.c.order_id == order["id"]).order_by(items.c.id))
         return found
 
+    async def list_deliveries(self, rejected: bool = False, since: dt.datetime | None = None,
+                              limit: int = 1000) -> list[dict[str, Any]]:
+        """Deliveries, newest first, without body or headers; ``rejected``:
+        only those answered 300 or more (a bad signature, an unknown shop...)."""
+        query = (sa.select(deliveries.c.id, deliveries.c.received_at, deliveries.c.provider,
+                           deliveries.c.shop, deliveries.c.endpoint, deliveries.c.status,
+                           deliveries.c.reason, deliveries.c.client_ip, deliveries.c.order_id)
+                 .order_by(deliveries.c.id.desc()).limit(limit))
+        if rejected:
+            query = query.where(deliveries.c.status >= 300)
+        if since is not None:
+            query = query.where(deliveries.c.received_at >= since)
+        return await self._all(query)
+
     async def delivery(self, delivery_id: int) -> dict[str, Any] | None:
         rows = await self._all(sa.select(deliveries).where(deliveries.c.id == delivery_id))
         return rows[0] if rows else None
@@ -384,8 +426,14 @@ class Store:
                                  sa.func.coalesce(items.c.pending_since, items.c.created_at)))),
             sa.func.sum(sa.case((items.c.state == AWAITING_ACCOUNT, 1), else_=0)),
             sa.func.sum(sa.case((items.c.state == UNKNOWN, 1), else_=0)))
+        # a burst of these is what a wrong secret looks like
+        rejected = (sa.select(sa.func.count()).select_from(deliveries)
+                    .where(deliveries.c.received_at >= utcnow() - dt.timedelta(hours=1),
+                           deliveries.c.status >= 300))
         async with self.engine.connect() as conn:
             pending, failed, oldest, awaiting, unknown = (await conn.execute(query)).one()
+            rejected_count = (await conn.execute(rejected)).scalar_one()
         age = (utcnow() - oldest).total_seconds() if oldest else 0.0
         return {"pending": pending or 0, "failed": failed or 0, "unknown": unknown or 0,
-                "oldest_pending_seconds": round(age, 1), "awaiting_account": awaiting or 0}
+                "oldest_pending_seconds": round(age, 1), "awaiting_account": awaiting or 0,
+                "rejected_last_hour": rejected_count}

@@ -13,6 +13,9 @@ PENDING, ENROLLED, FAILED = "pending", "enrolled", "failed"
 UNENROLL_PENDING, UNENROLLED, UNENROLL_FAILED = "unenroll-pending", "unenrolled", "unenroll-failed"
 #: refunded or cancelled before it was enrolled: never enrolled
 NOT_ENROLLED = "not-enrolled"
+#: neither a course nor a learner's (merchandise: a T-shirt): nothing to
+#: enroll, and no part of its order's state
+NOT_A_COURSE = "not-a-course"
 #: sold in a mode to a learner without an LMS account yet: the LMS enrolls
 #: them at activation, and the paid mode is set once their account is active
 AWAITING_ACCOUNT = "awaiting-account"
@@ -174,6 +177,12 @@ class NewItem:
     #: can make moot)
     failure: str | None = None
     sku_problem: str | None = None
+    #: not a course and no learner email (the catalog says so): recorded as
+    #: not-a-course, with this reason
+    not_a_course: str | None = None
+    #: no learner email, and a SKU only the LMS can say is a course (a
+    #: redirect): pending, for its job to ask; ``failure`` is its reason if so
+    check_sku: bool = False
     #: the course mode sold (None: the LMS's default)
     mode: str | None = None
     #: which course of a bundle

@@ -22,6 +22,7 @@ from .schema import (
     INSERT_ITEMS,
     INSERT_ORDERS,
     KNOWN_ITEMS,
+    NOT_A_COURSE,
     NOT_ENROLLED,
     PENDING,
     RELEASE_ORDERS,
@@ -147,6 +148,10 @@ def record_many(conn: Connection,
             why = withdrawn.get((key(o), item.external_id)) or withdrawn.get((key(o), None))
             if why:
                 state, reason = NOT_ENROLLED, f"{why} before it was enrolled: not enrolled"
+            elif item.not_a_course:
+                state, reason = NOT_A_COURSE, item.not_a_course
+            elif item.check_sku:
+                state, reason = PENDING, item.failure
             elif item.failure or item.sku_problem:
                 state, reason = FAILED, item.failure or item.sku_problem
             else:
@@ -380,17 +385,26 @@ def retry_failed(conn: Connection, item_ids: list[int] | None,
 
 
 @each
-def prune(conn: Connection, before: dt.datetime, after_id: int, limit: int) -> tuple[int, int]:
+def prune(conn: Connection, before: dt.datetime, after_id: int, limit: int,
+          rejected_since: dt.datetime | None = None) -> tuple[int, int]:
     """Drop body and headers of up to ``limit`` deliveries, the first after
     ``after_id``, received before ``before`` whose order is finished (no
-    pending item) or that had no order. Return how many (fewer than
-    ``limit``: none is left) and the last id looked at."""
-    unfinished = sa.select(items.c.order_id).where(items.c.state.in_(SCHEDULED))
+    pending item) and has no failed or unknown one, or that had no order.
+    What ``replay`` may still need keeps them: the deliveries of an order
+    with a failed item, and a rejected delivery received since
+    ``rejected_since`` (retention deletes it later). Return how many (fewer
+    than ``limit``: none is left) and the last id looked at."""
+    unfinished = sa.select(items.c.order_id).where(
+        items.c.state.in_((*SCHEDULED, FAILED, UNENROLL_FAILED, UNKNOWN)))
+    no_order = deliveries.c.order_id.is_(None)
+    if rejected_since is not None:
+        no_order = sa.and_(no_order, sa.or_(deliveries.c.status < 300,
+                                            deliveries.c.received_at < rejected_since))
     ids = conn.execute(
         sa.select(deliveries.c.id)
         .where(deliveries.c.id > after_id, deliveries.c.received_at < before,
                deliveries.c.pruned_at.is_(None),
-               sa.or_(deliveries.c.order_id.is_(None), deliveries.c.order_id.not_in(unfinished)))
+               sa.or_(no_order, deliveries.c.order_id.not_in(unfinished)))
         .order_by(deliveries.c.id).limit(limit)).scalars().all()
     if ids:
         conn.execute(deliveries.update().where(deliveries.c.id.in_(ids))

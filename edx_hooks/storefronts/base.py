@@ -152,6 +152,28 @@ def make_item(item_id: str, sku: Any, email: Any, email_hint: str) -> NewItem:
     return item
 
 
+#: the learner settings every storefront's shops have (see :func:`learner`)
+LEARNER_EMAIL_HELP = ("where a line item's learner email is: 'property' (a line item "
+                      "property named in learner_email_properties), or 'buyer' (that, or "
+                      "else the buyer's email: for shops that sell only to who pays)")
+PROPERTIES_HELP = "the names of the line item property holding the learner email, any case"
+
+
+def learner(found: Callable[[dict[str, Any]], Any], buyer: Any,
+            fallback: str) -> Callable[[dict[str, Any]], Any]:
+    """A line item's learner email: what ``found`` finds in it or, with
+    ``learner_email = "buyer"`` (``fallback``), the buyer's email."""
+    if fallback != "buyer":
+        return found
+    return lambda line: found(line) or buyer
+
+
+def hint(where: str, names: tuple[str, ...], fallback: str) -> str:
+    """Where the learner email was looked for, for a line item's reason."""
+    text = f"{where} {' or '.join(repr(n) for n in names)}"
+    return text + (", nor the buyer's email" if fallback == "buyer" else "")
+
+
 def line_items(value: Any, learner_email: Callable[[dict[str, Any]], Any],
                email_hint: str) -> list[NewItem]:
     """An order's line items to store: each keyed by its id (or its position),

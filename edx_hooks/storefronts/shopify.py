@@ -29,11 +29,15 @@ from typing import Any
 from .. import config
 from ..store import AWAITING_PAYMENT, NewOrder, Unenroll
 from .base import (
+    LEARNER_EMAIL_HELP,
+    PROPERTIES_HELP,
     Endpoint,
     Outcome,
     Storefront,
     external_id,
+    hint,
     ignored,
+    learner,
     line_items,
     parse_json_object,
     rejected,
@@ -41,7 +45,6 @@ from .base import (
 )
 
 PROVIDER = "shopify"
-EMAIL_HINT = "line item property 'email'"
 
 
 def domain_name(value: Any) -> str:
@@ -67,6 +70,10 @@ class Shop:
     unenroll_on_refund: bool = config.setting(False, config.boolean,
                                               "unenroll the refunded or cancelled line items "
                                               "(destructive: off by default)")
+    learner_email_properties: tuple[str, ...] = config.setting(("email",), config.names,
+                                                               PROPERTIES_HELP)
+    learner_email: str = config.setting("property", config.choice("property", "buyer"),
+                                        LEARNER_EMAIL_HELP)
 
 
 def _signer(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop]) -> Shop | Outcome:
@@ -117,24 +124,34 @@ def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
         # Kept whatever unenroll_on_refund says: an item of a cancelled order
         # is never enrolled, even if the order itself arrives only later.
         return Outcome(200, "cancellation" if shop.unenroll_on_refund else "unenroll-off",
-                       shop_domain, _order(doc, order_id, shop_domain),
+                       shop_domain, _order(doc, order_id, shop),
                        unenroll=Unenroll(PROVIDER, shop_domain, order_id, None, "cancelled",
                                          act=shop.unenroll_on_refund))
     unpaid = shop.require_payment and doc.get("financial_status") != "paid"
-    order = _order(doc, order_id, shop_domain, AWAITING_PAYMENT if unpaid else None)
+    order = _order(doc, order_id, shop, AWAITING_PAYMENT if unpaid else None)
     reason = ("awaiting-payment" if unpaid else
               "accepted" if order.items else "accepted-no-line-items")
     return Outcome(200, reason, shop_domain, order)
 
 
-def _order(doc: dict[str, Any], order_id: str, shop_domain: str,
-           hold: str | None = None) -> NewOrder:
+def _order(doc: dict[str, Any], order_id: str, shop: Shop, hold: str | None = None) -> NewOrder:
     name = doc.get("name")
     if not isinstance(name, str) or not name.strip():
         name = f"#{order_id}"
-    return NewOrder(provider=PROVIDER, shop=shop_domain, external_id=order_id,
+    names = shop.learner_email_properties
+    email = learner(lambda line: next((v for n in names if (v := _property(line, n))), None),
+                    _buyer(doc), shop.learner_email)
+    where = hint("line item property", names, shop.learner_email)
+    return NewOrder(provider=PROVIDER, shop=shop.shop_domain, external_id=order_id,
                     name=name.strip(), hold=hold,
-                    items=[] if hold else line_items(doc.get("line_items"), _email, EMAIL_HINT))
+                    items=[] if hold else line_items(doc.get("line_items"), email, where))
+
+
+def _buyer(doc: dict[str, Any]) -> Any:
+    """The buyer's email: the order's, else its customer's."""
+    customer = doc.get("customer")
+    return (doc.get("email") or doc.get("contact_email")
+            or (customer.get("email") if isinstance(customer, dict) else None))
 
 
 def _refund(doc: dict[str, Any], shop: Shop, shop_domain: str) -> Outcome:
@@ -152,10 +169,6 @@ def _refund(doc: dict[str, Any], shop: Shop, shop_domain: str) -> Outcome:
     return Outcome(200, "refund" if shop.unenroll_on_refund else "unenroll-off", shop_domain,
                    unenroll=Unenroll(PROVIDER, shop_domain, order_id, refunded, "refunded",
                                      act=shop.unenroll_on_refund))
-
-
-def _email(line: dict[str, Any]) -> Any:
-    return _property(line, "email")
 
 
 def _property(line: dict[str, Any], wanted: str) -> Any:

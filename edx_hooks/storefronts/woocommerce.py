@@ -38,11 +38,14 @@ from typing import Any
 from .. import config
 from ..store import AWAITING_PAYMENT, NOT_PLACED, NewOrder, Unenroll
 from .base import (
+    LEARNER_EMAIL_HELP,
     Endpoint,
     Outcome,
     Storefront,
     external_id,
+    hint,
     ignored,
+    learner,
     line_items,
     parse_json_object,
     rejected,
@@ -117,6 +120,11 @@ class Shop:
     unenroll_on_refund: bool = config.setting(False, config.boolean,
                                               "unenroll the items of a refunded or cancelled "
                                               "order (destructive: off by default)")
+    learner_email_properties: tuple[str, ...] = config.setting(
+        ("email",), config.names, "besides the first field of type email: the names (any "
+                                  "case) of a field or meta_data entry holding the learner email")
+    learner_email: str = config.setting("property", config.choice("property", "buyer"),
+                                        LEARNER_EMAIL_HELP)
 
 #: statuses of an order the customer has placed: enrolled (with
 #: require_payment, once paid)
@@ -164,7 +172,7 @@ def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
         # delivery modified later shows the order placed again (WooCommerce
         # can take a cancelled order's late payment).
         return Outcome(200, status if settings.unenroll_on_refund else f"order-{status}", shop,
-                       _order(doc, order_id, shop, modified=modified),
+                       _order(doc, order_id, shop, settings, modified=modified),
                        unenroll=Unenroll(PROVIDER, shop, order_id, None, status,
                                          act=settings.unenroll_on_refund, modified_at=modified),
                        extra=extra)
@@ -184,7 +192,7 @@ def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
         hold = AWAITING_PAYMENT
     else:
         hold = None
-    order = _order(doc, order_id, shop, hold, modified)
+    order = _order(doc, order_id, shop, settings, hold, modified)
     reason = hold or ("accepted" if order.items else "accepted-no-line-items")
     return Outcome(200, reason, shop, order, warnings=warnings, extra=extra)
 
@@ -211,16 +219,23 @@ def verified(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop]) -> 
     return not isinstance(_signer(headers, body, shops), Outcome)
 
 
-def _order(doc: dict[str, Any], order_id: str, shop: str, hold: str | None = None,
-           modified: dt.datetime | None = None) -> NewOrder:
+def _order(doc: dict[str, Any], order_id: str, shop: str, settings: Shop,
+           hold: str | None = None, modified: dt.datetime | None = None) -> NewOrder:
     number = doc.get("number")
     name = f"#{number}" if isinstance(number, (str, int)) and str(number).strip() \
         else f"#{order_id}"
+    names = settings.learner_email_properties
+    billing = doc.get("billing")
+    email = learner(lambda line: learner_email(line.get("meta_data"), names),
+                    billing.get("email") if isinstance(billing, dict) else None,
+                    settings.learner_email)
+    where = EMAIL_HINT + ("" if names == ("email",) else
+                          hint(", or a field or meta_data entry named", names, "property"))
+    if settings.learner_email == "buyer":
+        where += ", nor the buyer's email"
     return NewOrder(provider=PROVIDER, shop=shop, external_id=order_id, name=name, hold=hold,
                     modified_at=modified,
-                    items=[] if hold else line_items(
-                        doc.get("line_items"), lambda line: learner_email(line.get("meta_data")),
-                        EMAIL_HINT))
+                    items=[] if hold else line_items(doc.get("line_items"), email, where))
 
 
 def _ping(body: bytes) -> Outcome:
@@ -250,19 +265,29 @@ def _gmt(value: Any) -> dt.datetime | None:
         return None
 
 
-def learner_email(meta_data: Any) -> Any:
+def learner_email(meta_data: Any, names: tuple[str, ...] = ("email",)) -> Any:
     """The ``_value`` of the first field of type ``email`` in any meta_data
     entry whose value is a list of field dicts (Product Input Fields keeps its
     fields under ``_alg_wc_pif_global`` / ``_alg_wc_pif_local``). Other
-    plugins' strings, numbers, dicts and lists of strings are passed over."""
+    plugins' strings, numbers, dicts and lists of strings are passed over.
+    Without such a field: a field titled, or a meta_data entry keyed (its
+    ``key`` or ``display_key``), with one of ``names``, any case."""
     if not isinstance(meta_data, list):
         return None
-    for entry in meta_data:
-        if not isinstance(entry, dict) or not isinstance(entry.get("value"), list):
-            continue
-        for field in entry["value"]:
-            if isinstance(field, dict) and str(field.get("type", "")).lower() == "email":
+    entries = [e for e in meta_data if isinstance(e, dict)]
+    fields = [f for e in entries if isinstance(e.get("value"), list)
+              for f in e["value"] if isinstance(f, dict)]
+    for field in fields:
+        if str(field.get("type", "")).lower() == "email":
+            return field.get("_value")
+    for name in names:
+        for field in fields:
+            if str(field.get("title", "")).strip().lower() == name and field.get("_value"):
                 return field.get("_value")
+        for entry in entries:
+            keys = (str(entry.get("key", "")), str(entry.get("display_key", "")))
+            if name in (k.strip().lower() for k in keys) and isinstance(entry.get("value"), str):
+                return entry["value"]
     return None
 
 
