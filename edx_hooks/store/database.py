@@ -299,11 +299,13 @@ class Store:
 
     async def failed_items(self, item_ids: list[int] | None = None,
                            order_ids: list[int] | None = None) -> list[dict[str, Any]]:
-        """The failed line items (``None`` for both: every one) with what
-        decides whether they can be retried: learner, course, SKU, reason."""
+        """The failed (and unknown) line items (``None`` for both: every one)
+        with what decides whether they can be retried: learner, course, SKU,
+        reason."""
         query = (sa.select(items.c.id, items.c.state, items.c.email, items.c.course_id,
                            items.c.sku, items.c.mode, items.c.part, items.c.reason)
-                 .where(items.c.state.in_((FAILED, UNENROLL_FAILED))).order_by(items.c.id))
+                 .where(items.c.state.in_((FAILED, UNENROLL_FAILED, UNKNOWN)))
+                 .order_by(items.c.id))
         if item_ids is not None:
             query = query.where(items.c.id.in_(item_ids))
         if order_ids is not None:
