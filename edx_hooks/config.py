@@ -102,6 +102,11 @@ def secret(value: Any) -> str:
     return value
 
 
+def optional_secret(value: Any) -> str:
+    """A secret that may be left empty (a feature it turns on stays off)."""
+    return text(value).strip()
+
+
 def one_or_list(value: Any, bad_json: str) -> list[Any]:
     """A value, or a list of them: a TOML array, or in the environment (where
     everything is a string) a JSON array."""
@@ -241,7 +246,7 @@ def setting(default: Any, parse: Callable[[Any], Any], help: str) -> Any:
 
 def is_secret(parse: Callable[[Any], Any]) -> bool:
     """Whether a setting with this parser holds a secret."""
-    return parse in (secret, secrets)
+    return parse in (secret, secrets, optional_secret)
 
 
 @dataclass(frozen=True)
@@ -363,6 +368,15 @@ class Retry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Reconcile:
+    minutes: float = setting(15.0, number(0, 1440),
+                             "how often orders are read back from shops with API credentials, "
+                             "to act on what a webhook missed; 0 = off")
+    first_lookback_hours: float = setting(72.0, number(0, 24 * 366),
+                                          "how far back the first reading of a shop looks")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Logging:
     level: str = setting("info", choice("debug", "info", "warning", "error"),
                          "log level (learner emails appear only at debug)")
@@ -387,7 +401,8 @@ class Product:
 
 #: the sections every configuration has, by name
 SECTIONS: dict[str, type] = {"server": Server, "retention": Retention, "database": Database,
-                             "lms": LMS, "retry": Retry, "logging": Logging}
+                             "lms": LMS, "retry": Retry, "logging": Logging,
+                             "reconcile": Reconcile}
 #: sections of several tables (``[[name]]``), none of which is required
 LISTS: dict[str, type] = {"products": Product}
 
@@ -404,6 +419,7 @@ class Config:
     shops: Mapping[str, tuple[Any, ...]]
     #: the catalog: SKUs with their courses and mode
     products: tuple[Product, ...] = ()
+    reconcile: Reconcile = Reconcile()
     #: the file read, if any
     path: str | None = None
     #: the secrets set in that file (config.readable warns about them)
