@@ -385,7 +385,9 @@ async def _check(cfg: Config, args: argparse.Namespace) -> int:
     print(line if ok else f"FAIL {line}")
     if not args.online:
         return 0 if ok else 1
-    for good, line in await probe(cfg.lms, cfg.products):
+    from .reconcile import check_webhooks
+
+    for good, line in await probe(cfg.lms, cfg.products) + await check_webhooks(cfg):
         print(("ok   " if good else "FAIL ") + line)
         ok = ok and good
     return 0 if ok else 1

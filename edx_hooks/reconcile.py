@@ -283,3 +283,63 @@ def report(runs: list[ShopRun], dry_run: bool) -> str:
             lines.append(f"  {run.skipped_pages} page(s) did not parse: see reconcile.page_skipped "
                          "in the log; the watermark stays")
     return "\n".join(lines) or "no shop has API credentials: nothing to read back"
+
+
+async def check_webhooks(cfg: Config) -> list[tuple[bool, str]]:
+    """``check-config --online``: each WooCommerce shop's webhooks that point
+    at this service (topic, status, URL), and what does not match the config:
+    a URL that is no endpoint, a topic the endpoint does not act on, a
+    webhook not active, Order created where require_payment needs Order
+    updated."""
+    from .storefronts import STOREFRONTS
+
+    storefront = STOREFRONTS["woocommerce"]
+    public = (cfg.server.public_url or cfg.lms.base_url).lower()
+    found: list[tuple[bool, str]] = []
+    for shop in cfg.shops.get("woocommerce", ()):
+        if not shop.readable:
+            continue
+        client = WooCommerceAPI(shop)
+        try:
+            hooks = await client.webhooks()
+        except ShopAPIError as e:
+            found.append((False, f"woocommerce {client.shop_id}: webhooks: {e}"
+                                 + (f": {e.fix}" if e.fix else "")))
+            continue
+        finally:
+            client.close()
+        ours = [h for h in hooks if str(h.get("delivery_url") or "").lower().startswith(public)
+                or "/webhooks/woocommerce/" in str(h.get("delivery_url") or "")]
+        if not ours:
+            found.append((False, f"woocommerce {client.shop_id}: no webhook points at "
+                                 f"{public}/webhooks/woocommerce/: add one (check-config lists "
+                                 "the URLs)"))
+        updated = False
+        for hook in ours:
+            url, topic = str(hook.get("delivery_url")), str(hook.get("topic") or "")
+            status = str(hook.get("status") or "")
+            line = f"woocommerce {client.shop_id}: webhook {hook.get('id')} {topic} {status} {url}"
+            path = url.split("/webhooks/woocommerce/", 1)[-1] if "/webhooks/woocommerce/" in url \
+                else ""
+            endpoint = storefront.endpoint(path) if url.lower().startswith(public) else None
+            if endpoint is None:
+                found.append((False, f"{line}: not an endpoint of this service (expected "
+                                     f"{public}/webhooks/woocommerce/order/create or "
+                                     "order/update)"))
+            elif topic not in endpoint.topics:
+                found.append((False, f"{line}: topic {topic} is not acted on there (expected "
+                                     f"{', '.join(endpoint.topics)})"))
+            elif status != "active":
+                found.append((False, f"{line}: not active: set it Active in WooCommerce "
+                                     "(reconciliation reads back what it missed)"))
+            elif topic == "order.created" and shop.require_payment:
+                found.append((False, f"{line}: Order created while require_payment = true: "
+                                     "unpaid orders are only recorded; subscribe Order updated "
+                                     "to enroll on payment"))
+            else:
+                found.append((True, line))
+            updated |= endpoint is not None and topic == "order.updated" and status == "active"
+        if shop.require_payment and ours and not updated:
+            found.append((False, f"woocommerce {client.shop_id}: require_payment = true needs an "
+                                 "active Order updated webhook (payment arrives as an update)"))
+    return found

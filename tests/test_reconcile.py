@@ -327,3 +327,103 @@ async def test_the_command_reads_back_dry_run_changes_nothing(harness, lms, woo)
 def test_the_learner_of_a_captured_order_is_read_as_a_delivery_would_be():
     assert learner_email(captured("06")["line_items"][0]["meta_data"]) == \
         "lea.learner@example.com"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_check_config_online_lists_our_webhooks_and_flags_mismatches(harness, lms, woo):
+    base = f"{lms.url}/webhooks/woocommerce"
+    woo.webhook(24, "order.created", f"{base}/order/create")
+    woo.webhook(25, "order.updated", f"{base}/order/update", status="paused")
+    woo.webhook(26, "order.updated", f"{base}/order/nope")
+    woo.webhook(27, "product.updated", f"{base}/order/update")
+    woo.webhook(28, "order.updated", "https://elsewhere.example/hook")
+    await harness.start(**woo_config(woo, require_payment=True))
+    code, out, err = await harness.cli("check-config", "--online")
+    assert code == 1, err
+    lines = {line.split(" webhook ")[1].split(" ")[0]: line for line in out.splitlines()
+             if " webhook 2" in line}
+    assert set(lines) == {"24", "25", "26", "27"}  # 28 points elsewhere
+    assert lines["24"].startswith("FAIL") and "Order created while require_payment" in lines["24"]
+    assert lines["25"].startswith("FAIL") and " paused " in lines["25"]
+    assert "not active" in lines["25"]
+    assert "not an endpoint of this service" in lines["26"]
+    assert "topic product.updated is not acted on" in lines["27"]
+    assert "needs an active Order updated webhook" in out
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_watermark_survives_a_restart(harness, lms, woo):
+    woo.hold(captured("10"))
+    await harness.start(**woo_config(woo))
+    [run] = await harness.service.reconciler.run()
+    assert run.watermark is not None
+    await harness.stop()
+    await harness.start(**woo_config(woo))
+    [again] = await harness.service.reconciler.run()
+    # from where the last run ended (less the overlap), not the first look-back
+    assert again.since == run.watermark - dt.timedelta(minutes=10)
+    assert again.orders == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_wrong_shopify_token_is_one_error_and_nothing_moves(harness, shopify_api, caplog):
+    shopify_api.hold(shopify_order(line_item()))
+    await harness.start(**shopify_config(shopify_api, admin_token="shpat_wrong"))
+    [run] = await harness.service.reconciler.run()
+    assert not run.complete and watermark(harness) == []
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.event for r in errors] == ["reconcile.auth_failed"]
+    assert "read_orders" in errors[0].fields["fix"] and "shpat_wrong" not in caplog.text
+
+
+def test_credentials_are_secrets_and_checked_at_start(tmp_path):
+    from edx_hooks import config
+
+    from .conftest import write_config
+    sections = {"lms": {"base_url": "https://lms.example.org", "client_id": "c",
+                        "client_secret": "s"},
+                "woocommerce": {"source": "https://shop.example/", "secret": "w",
+                                "consumer_key": "ck_1"}}
+    path = write_config(tmp_path / "c.toml", sections)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(path), {})
+    assert "consumer_key and consumer_secret go together" in str(e.value)
+    assert "\n" not in str(e.value)
+    sections["woocommerce"]["consumer_secret"] = "cs_very_secret"
+    sections["shopify"] = {"shop_domain": SHOP, "secret": "s", "admin_token": "shpat_x",
+                           "api_version": "2025-08"}
+    path = write_config(tmp_path / "c.toml", sections)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(path), {})
+    assert str(e.value).startswith("shopify.api_version = '2025-08' must be an Admin API "
+                                   "version such as 2025-07")
+    del sections["shopify"]["api_version"]
+    cfg = config.load(str(write_config(tmp_path / "c.toml", sections)),
+                      {"EDX_HOOKS_SHOPIFY_ADMIN_TOKEN": "shpat_from_env"})
+    [shop] = cfg.shops["shopify"]
+    assert shop.admin_token == "shpat_from_env" and shop.api_version == "2025-07"
+    shown = repr(cfg)
+    assert "cs_very_secret" not in shown and "shpat_from_env" not in shown
+    assert cfg.reconcile.minutes == 15 and cfg.reconcile.first_lookback_hours == 72
+
+
+def test_oauth_over_http_and_basic_over_https():
+    from edx_hooks.storefronts.woocommerce_api import oauth_query
+
+    from .standin_shops import oauth_valid
+    url = "http://shop.example/wp-json/wc/v3/orders"
+    params = {"modified_after": "2026-12-01T00:00:00Z", "page": "1"}
+    signed = oauth_query("GET", url, params, "ck_1", "cs_2")
+    assert oauth_valid("GET", url, signed, "ck_1", "cs_2")
+    assert not oauth_valid("GET", url, signed, "ck_1", "cs_other")
+    assert not oauth_valid("GET", url, {**signed, "page": "2"}, "ck_1", "cs_2")
+
+
+def test_since_takes_a_time_or_a_duration():
+    from edx_hooks.reconcile import since_value
+    assert since_value("2026-12-01T08:00") == dt.datetime(2026, 12, 1, 8, 0)
+    assert since_value("2026-12-01T09:00+01:00") == dt.datetime(2026, 12, 1, 8, 0)
+    assert abs(utcnow() - dt.timedelta(minutes=90) - since_value("90m")) < dt.timedelta(minutes=1)
+    assert abs(utcnow() - dt.timedelta(days=3) - since_value("3d")) < dt.timedelta(minutes=1)
+    with pytest.raises(ValueError):
+        since_value("last week")
