@@ -427,3 +427,17 @@ def test_since_takes_a_time_or_a_duration():
     assert abs(utcnow() - dt.timedelta(days=3) - since_value("3d")) < dt.timedelta(minutes=1)
     with pytest.raises(ValueError):
         since_value("last week")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_shopify_orders_are_read_page_by_page_within_the_cost_limit(
+        harness, lms, shopify_api):
+    orders = [shopify_order(line_item(email=f"p{n}@example.org")) for n in range(25)]
+    for order in orders:
+        shopify_api.hold(order)
+    shopify_api.bucket = 200.0  # a small bucket: the pages wait for it to refill
+    await harness.start(**shopify_config(shopify_api))
+    [run] = await harness.service.reconciler.run()
+    assert run.complete and run.pages == 3 and len(run.found) == 25
+    await harness.quiet()
+    assert len(enrolled(lms)) == 25

@@ -20,9 +20,11 @@ import asyncio
 import datetime as dt
 import functools
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .. import logs
 from .readback import (
     HTTP,
     MAX_BACKOFF_SECONDS,
@@ -38,9 +40,14 @@ from .readback import (
 )
 from .shopify import Shop, judge
 
-#: orders per page
-PER_PAGE = 50
+#: orders per page, and line items (and refunded line items) read per order:
+#: together a query's requested cost stays under about 700 points, within
+#: Shopify's 1,000-point limit per query and a standard plan's bucket
+PER_PAGE = 10
+LINES_PER_ORDER = 30
 MAX_PAGES = 2000
+log = logging.getLogger("edx_hooks.reconcile")
+
 AUTH_FIX = ("check admin_token: the Admin API access token of a custom app of this shop with "
             "the read_orders scope (read_all_orders for orders older than 60 days)")
 
@@ -50,12 +57,15 @@ query ChangedOrders($first: Int!, $after: String, $query: String!) {
     pageInfo { hasNextPage endCursor }
     nodes {
       id legacyResourceId name email test updatedAt cancelledAt displayFinancialStatus
-      lineItems(first: 100) { nodes { id sku quantity customAttributes { key value } } }
-      refunds { id refundLineItems(first: 100) { nodes { lineItem { id } } } }
+      lineItems(first: LINES) {
+        pageInfo { hasNextPage }
+        nodes { id sku quantity customAttributes { key value } }
+      }
+      refunds { id refundLineItems(first: LINES) { nodes { lineItem { id } } } }
     }
   }
 }
-"""
+""".replace("LINES", str(LINES_PER_ORDER))
 
 
 def numeric_id(gid: Any) -> int | None:
@@ -187,6 +197,11 @@ class ShopifyAPI:
     def found(self, node: dict[str, Any]) -> Found:
         bodies = webhook_bodies(node)
         order_id = str(bodies[0][1]["id"])
+        if ((node.get("lineItems") or {}).get("pageInfo") or {}).get("hasNextPage"):
+            logs.event(log, logs.WARNING, "reconcile.truncated", provider="shopify",
+                       shop=self.shop_id, order=order_id, read=LINES_PER_ORDER,
+                       fix="its line items past these were not read back: check the order "
+                           "with `edx-hooks order shopify ORDER`")
         return Found(order_id, json.dumps(node, ensure_ascii=False).encode(),
                      [(path, functools.partial(judge, body, self.shop, path))
                       for path, body in bodies])
