@@ -591,7 +591,7 @@ def _values(declared_here: tuple[Setting, ...], table: dict[str, Any],
                       if env_key[1] is not None else s.env)
         elif s.key in table:
             raw, origin = table[s.key], f"{label}.{s.key}"
-            if s.secret:
+            if s.secret and raw not in ("", []):  # an empty optional one holds nothing
                 secrets_in_file.append(f"{label}.{s.key}")
         elif s.default is REQUIRED:
             raise ConfigError(f"{label}.{s.key} is required ({s.help}): {_fix_hint(s)}")

@@ -67,6 +67,8 @@ class ShopRun:
     found: list[tuple[str, str, str, int | None]] = field(default_factory=list)
     skipped_pages: int = 0
     error: str | None = None
+    #: the kind of ShopAPIError that ended it (auth, throttled, unavailable, unparsable)
+    error_kind: str | None = None
     #: webhooks pointing here: (id, topic, status, url)
     webhooks: list[tuple[Any, str, str, str]] = field(default_factory=list)
     watermark: dt.datetime | None = None
@@ -158,7 +160,7 @@ class Reconciler:
                     run.orders += 1
                     await self.order(provider, found, run)
         except ShopAPIError as e:
-            run.error = str(e)
+            run.error, run.error_kind = str(e), e.kind
             if e.kind == AUTH:
                 logs.event(log, logs.ERROR, "reconcile.auth_failed", provider=provider,
                            shop=client.shop_id, reason=str(e), fix=e.fix)
@@ -166,7 +168,7 @@ class Reconciler:
                 logs.event(log, logs.WARNING, f"reconcile.{e.kind}", provider=provider,
                            shop=client.shop_id, reason=str(e),
                            fix="nothing is lost: the next run reads from the same point")
-        if isinstance(client, WooCommerceAPI) and not (run.error and "answered 40" in run.error):
+        if isinstance(client, WooCommerceAPI) and run.error_kind != AUTH:  # one error a run
             await self.webhooks(client, run)
         if run.complete and not self.dry_run and (mark is None or since is None or since <= mark):
             await self.store.set_watermark(provider, client.shop_id, started)

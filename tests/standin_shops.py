@@ -18,6 +18,7 @@ Both answer on demand what a real one does when things go wrong: 401, 429,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -53,6 +54,8 @@ class _Server:
         self.requests: list[tuple[str, str]] = []
         #: statuses to answer the next requests with, instead of serving them
         self.fail_next: list[int] = []
+        #: requests to leave unanswered (the client times out)
+        self.hang_next = 0
 
     async def start(self) -> Any:
         sock, port = bind_unused_port()
@@ -99,8 +102,11 @@ class _WooHandler(web.RequestHandler):
     def initialize(self, shop: StandinWooCommerce) -> None:
         self.shop = shop
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         self.shop.requests.append((self.request.method, self.request.uri))
+        if self.shop.hang_next:
+            self.shop.hang_next -= 1
+            await asyncio.sleep(30)  # longer than the client waits
         if self.shop.fail_next:
             status = self.shop.fail_next.pop(0)
             self.set_status(status)

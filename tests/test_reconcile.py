@@ -198,17 +198,25 @@ async def test_a_wrong_key_is_one_error_per_run_and_loses_nothing(harness, lms, 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_throttled_or_failing_api_is_waited_out_or_left_to_the_next_run(
-        harness, lms, woo, caplog):
+        harness, lms, woo, caplog, monkeypatch):
+    from edx_hooks.storefronts import readback
+    monkeypatch.setattr(readback, "REQUEST_TIMEOUT", 0.5)
     woo.hold(captured("10"))
     await harness.start(**woo_config(woo))
     woo.fail_next = [429, 429]  # backed off (Retry-After), then answered
     [run] = await harness.service.reconciler.run()
     assert run.complete and len(run.found) == 1
+    mark = harness.db("SELECT watermark FROM reconcile_marks")
     woo.hold(captured("17"), touch=True)
     woo.fail_next = [503] * 10  # down: nothing advances, the next run tries again
     [run] = await harness.service.reconciler.run()
     assert not run.complete and events(caplog, "reconcile.unavailable")
+    assert harness.db("SELECT watermark FROM reconcile_marks") == mark
     woo.fail_next = []
+    woo.hang_next = 1  # a timeout: the same
+    [run] = await harness.service.reconciler.run()
+    assert not run.complete and run.error_kind == "unavailable"
+    assert harness.db("SELECT watermark FROM reconcile_marks") == mark
     [run] = await harness.service.reconciler.run()
     assert [o for o, *_ in run.found] == ["64"]
     await harness.quiet()

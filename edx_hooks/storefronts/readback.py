@@ -74,9 +74,10 @@ class Client(Protocol):
 class HTTP:
     """One shop API's HTTP client (Tornado's), with explicit timeouts."""
 
-    def __init__(self, connect_timeout: float = CONNECT_TIMEOUT,
-                 request_timeout: float = REQUEST_TIMEOUT):
-        self.connect_timeout, self.request_timeout = connect_timeout, request_timeout
+    def __init__(self, connect_timeout: float | None = None,
+                 request_timeout: float | None = None):
+        self.connect_timeout = connect_timeout or CONNECT_TIMEOUT
+        self.request_timeout = request_timeout or REQUEST_TIMEOUT
         self._http = AsyncHTTPClient(force_instance=True)
 
     async def fetch(self, url: str, **kwargs: Any) -> HTTPResponse:
