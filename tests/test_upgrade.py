@@ -309,3 +309,39 @@ async def test_an_upgrade_failing_at_every_restart_keeps_one_copy(tmp_path):
 
 def test_the_schema_constant_is_the_head_of_the_revisions():
     assert migrate.SCHEMA == migrate.scripts().get_current_head()
+
+
+@pytest.mark.gen_test
+async def test_0003_upgrades_to_0004_with_an_empty_watermark_table_that_then_persists(tmp_path):
+    import datetime as dt
+
+    db = tmp_path / "edx-hooks.db"
+    store = Store(f"sqlite+aiosqlite:///{db}")
+    await store.start()
+    await store.close()
+    with sqlite3.connect(db) as conn:  # what release 0003 left: no reconcile_marks
+        conn.execute("DROP TABLE reconcile_marks")
+        conn.execute("UPDATE alembic_version SET version_num = '0003'")
+        conn.execute("INSERT INTO orders (provider, shop, external_id, name, created_at, "
+                     "updated_at) VALUES ('woocommerce', 'https://shop.example', '59', '#59', "
+                     "'2026-12-01 00:00:00', '2026-12-01 00:00:00')")
+    store = Store(f"sqlite+aiosqlite:///{db}")
+    await store.start()
+    assert (store.upgrade.before, store.upgrade.after) == ("0003", "0004")
+    assert await store.watermark("woocommerce", "https://shop.example") is None
+    when = dt.datetime(2026, 12, 6, 3, 0, 0)
+    await store.set_watermark("woocommerce", "https://shop.example", when)
+    await store.set_watermark("woocommerce", "https://shop.example", when)  # one row a shop
+    await store.close()
+    assert schema_diff(db) == []
+    assert rows(db, "orders", ["external_id"]) == [("59",)]
+    assert len(list(tmp_path.glob("edx-hooks.db.schema-0003-*.bak"))) == 1
+    store = Store(f"sqlite+aiosqlite:///{db}")
+    await store.start()
+    try:
+        assert await store.watermark("woocommerce", "https://shop.example") == when
+        assert await store.watermark("shopify", "https://shop.example") is None
+    finally:
+        await store.close()
+    assert rows(db, "reconcile_marks", ["provider", "shop"]) == [
+        ("woocommerce", "https://shop.example")]
