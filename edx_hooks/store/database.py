@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .. import logs
+from . import known
 from .migrate import SchemaError, Upgrade, prepare_sqlite, sqlite_path
 from .schema import (
     ACTIVE,
@@ -283,52 +284,11 @@ class Store:
         return rows[0]["watermark"] if rows else None
 
     async def missed(self, order: NewOrder | None, unenroll: Unenroll | None) -> list[str]:
-        """What storing this order (as a read-back delivery) would add to what
-        is stored: ``order`` (unknown), ``payment``/``placement`` (held until
-        now), ``items`` (line items not stored), ``placed-again`` (a
-        cancellation a later status lifts), the unenrollment's ``why``
-        (a refund or cancellation not recorded). Empty: known and unchanged,
-        nothing to write. A read: the write, if any, decides again."""
-        found: list[str] = []
+        """What storing this order (read back from its shop) would add to what
+        is stored; empty: known and unchanged, nothing to write (see
+        :func:`~edx_hooks.store.known.missed`)."""
         async with self.engine.connect() as conn:
-            key = order or unenroll
-            if key is None:
-                return found
-            provider, shop = key.provider, key.shop
-            external = order.external_id if order else unenroll.order_external_id
-            row = (await conn.execute(sa.select(orders.c.id, orders.c.hold).where(
-                orders.c.provider == provider, orders.c.shop == shop,
-                orders.c.external_id == external))).first()
-            requests = (await conn.execute(sa.select(
-                unenroll_requests.c.line_item_id, unenroll_requests.c.shop_modified_at)
-                .where(unenroll_requests.c.provider == provider,
-                       unenroll_requests.c.shop == shop,
-                       unenroll_requests.c.order_external_id == external,
-                       unenroll_requests.c.lifted_at.is_(None)))).all()
-            if order is not None:
-                if row is None:
-                    found.append("order")
-                else:
-                    if row.hold and not order.hold:
-                        found.append("payment" if row.hold == "awaiting-payment"
-                                     else "placement")
-                    if not order.hold and order.items:
-                        known = {(e, p) for e, p in (await conn.execute(
-                            sa.select(items.c.external_id, items.c.part)
-                            .where(items.c.order_id == row.id))).all()}
-                        if any((i.external_id, i.part) not in known for i in order.items):
-                            found.append("items")
-                    if unenroll is None and not order.hold and order.modified_at is not None \
-                            and any(line is None and modified is not None
-                                    and modified < order.modified_at
-                                    for line, modified in requests):
-                        found.append("placed-again")
-            if unenroll is not None:
-                lines = {line for line, _ in requests}
-                wanted = unenroll.line_item_ids if unenroll.line_item_ids is not None else [None]
-                if None not in lines and any(line not in lines for line in wanted):
-                    found.append(unenroll.why)
-        return found
+            return await known.missed(conn, order, unenroll)
 
     async def item_for_job(self, item_id: int) -> dict[str, Any] | None:
         """The line item with what the enrollment job needs of its order."""
