@@ -4,7 +4,8 @@ server together, and takes them down again in order.
 The path of an order: ``handlers`` receives it → ``storefronts.<shop>``
 verifies and reads it → ``store`` commits it → ``scheduler`` schedules one
 job for the line items of each committed batch (and one per retry) →
-``jobs`` enrolls each through ``lms``.
+``jobs`` enrolls each through ``lms``. ``reconcile`` reads back from the
+shops what their webhooks missed, into the same path (``intake``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .catalog import Catalog
 from .config import Config
 from .handlers import DeliveryHandler, HealthHandler, Inflight
 from .lms import LMSClient
+from .reconcile import Reconciler
 from .store import Store, utcnow
 from .storefronts import STOREFRONTS
 
@@ -61,6 +63,7 @@ class Service:
         self.catalog = Catalog(cfg.products, lms.default_mode)
         self.inflight = Inflight()
         self.server: HTTPServer | None = None
+        self.reconciler: Reconciler | None = None
         self.port: int | None = None
 
     def make_app(self) -> web.Application:
@@ -109,6 +112,13 @@ class Service:
                                id="retention",
                                jobstore="memory", replace_existing=True,
                                next_run_time=dt.datetime.now(dt.UTC))
+        self.reconciler = Reconciler(self.cfg, self.store, self.catalog)
+        if self.cfg.reconcile.minutes > 0 and self.reconciler.clients:
+            # first at start: what the shops sold while the service was down
+            self.scheduler.add_job(self.reconciler.scheduled, "interval",
+                                   minutes=self.cfg.reconcile.minutes, id="reconcile",
+                                   jobstore="memory", replace_existing=True,
+                                   next_run_time=dt.datetime.now(dt.UTC))
         self.scheduler.resume()
         limit = self.cfg.server.max_body_size
         self.server = HTTPServer(self.make_app(), xheaders=self.cfg.server.xheaders,
@@ -146,6 +156,8 @@ class Service:
         if self.scheduler.running:
             self.scheduler.pause()  # no job starts from here on
         jobs.halt()
+        if self.reconciler is not None:
+            await self.reconciler.stop()  # cut short: its watermark stays
         draining = asyncio.ensure_future(
             jobs.drain(self.lms.deadline(self.cfg.lms.batch_size) + DRAIN_MARGIN_SECONDS))
         if self.server is not None:

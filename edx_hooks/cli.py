@@ -324,6 +324,7 @@ async def _set_pending_again(store: Store, args: argparse.Namespace,
 async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     from tornado.httputil import HTTPHeaders
 
+    from . import intake
     from .catalog import Catalog
     from .store import NewDelivery, utcnow
     from .storefronts import STOREFRONTS
@@ -348,14 +349,14 @@ async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
         raise Failure(f"delivery {args.delivery_id} came to {original['endpoint']}, which is "
                       f"no endpoint of {storefront.name}: nothing to replay")
     headers = json.loads(original["headers"])
-    outcome = storefront.receive(HTTPHeaders(headers), original["body"], shops, endpoint)
-    Catalog(cfg.products, cfg.lms.default_mode).expand(outcome.order)
-    replay = NewDelivery(
-        provider=original["provider"], endpoint=f"REPLAY {original['endpoint']}"[:200],
-        received_at=utcnow(), client_ip=original["client_ip"], headers=headers,
-        body=original["body"], body_size=original["body_size"], status=outcome.status,
-        reason=f"{outcome.reason} (replay of {args.delivery_id})", shop=outcome.shop)
-    recorded = await store.record(replay, outcome.order, outcome.unenroll)
+    outcome, recorded = await intake.take(
+        store, Catalog(cfg.products, cfg.lms.default_mode),
+        lambda: storefront.receive(HTTPHeaders(headers), original["body"], shops, endpoint),
+        lambda outcome: NewDelivery(
+            provider=original["provider"], endpoint=f"REPLAY {original['endpoint']}"[:200],
+            received_at=utcnow(), client_ip=original["client_ip"], headers=headers,
+            body=original["body"], body_size=original["body_size"], status=outcome.status,
+            reason=f"{outcome.reason} (replay of {args.delivery_id})", shop=outcome.shop))
     print(f"delivery {args.delivery_id} replayed as delivery {recorded.delivery_id}: "
           f"{outcome.status} {outcome.reason}")
     if outcome.status >= 300:
@@ -364,6 +365,23 @@ async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
           f"{len(recorded.new_failed)} failed on arrival; the running service picks them up "
           "within a second")
     return 0
+
+
+async def _reconcile(store: Store, cfg: Config, args: argparse.Namespace) -> int:
+    from .catalog import Catalog
+    from .reconcile import Reconciler, report
+
+    reconciler = Reconciler(cfg, store, Catalog(cfg.products, cfg.lms.default_mode),
+                            dry_run=args.dry_run)
+    try:
+        runs = await reconciler.run(args.shop, args.since)
+    finally:
+        reconciler.close()
+    if args.shop and not runs:
+        raise Failure(f"no shop {args.shop!r} with API credentials: name a shop_domain or "
+                      "source of the config, or a storefront")
+    print(report(runs, args.dry_run))
+    return 0 if all(run.complete for run in runs) else 1
 
 
 async def _prune(store: Store, cfg: Config, args: argparse.Namespace) -> int:
@@ -416,7 +434,9 @@ async def _check(cfg: Config, args: argparse.Namespace) -> int:
     print(line if ok else f"FAIL {line}")
     if not args.online:
         return 0 if ok else 1
-    for good, line in await probe(cfg.lms, cfg.products):
+    from .reconcile import check_webhooks
+
+    for good, line in await probe(cfg.lms, cfg.products) + await check_webhooks(cfg):
         print(("ok   " if good else "FAIL ") + line)
         ok = ok and good
     return 0 if ok else 1
@@ -512,6 +532,14 @@ def _date(value: str) -> dt.datetime:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date like 2026-11-28") from None
 
 
+def _since(value: str) -> dt.datetime:
+    from .reconcile import since_value
+    try:
+        return since_value(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     from .store import ORDER_STATES
     from .storefronts import STOREFRONTS
@@ -569,6 +597,17 @@ def parser() -> argparse.ArgumentParser:
     sub = command("check-config", "validate the config; --online also checks the LMS")
     sub.add_argument("--online", action="store_true",
                      help="fetch a token and probe the bulk enrollment view")
+    sub = command("reconcile", "read the orders the webhooks missed back from the shops now",
+                  description="Read the orders changed since the last reading back from each "
+                              "shop with API credentials, and act on what the webhooks missed; "
+                              "beside the running service or without it.")
+    sub.add_argument("--shop", metavar="NAME", help="only this shop (its shop_domain or "
+                                                    "source), or storefront")
+    sub.add_argument("--since", type=_since, metavar="TIME|DURATION",
+                     help="from this time (2026-12-01T08:00, UTC) or this long ago (90m, 2h, "
+                          "3d) instead of the last reading")
+    sub.add_argument("--dry-run", action="store_true", help="show what would be done, change "
+                                                            "nothing")
     sub = command("prune", "remove raw bodies and headers of old finished deliveries")
     sub.add_argument("--older-than", type=float, required=True, metavar="DAYS")
     sub = command("settings", "list every setting: its value in force and where it came from",
@@ -645,7 +684,8 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "check-config":
             return asyncio.run(_check(cfg, args))
         handler = {"orders": _orders, "order": _order, "deliveries": _deliveries,
-                   "retry": _retry, "replay": _replay, "prune": _prune}[args.command]
+                   "retry": _retry, "replay": _replay, "prune": _prune,
+                   "reconcile": _reconcile}[args.command]
         return asyncio.run(_with_store(handler, cfg, args))
     except Failure as e:
         print(f"edx-hooks: {e}", file=sys.stderr)

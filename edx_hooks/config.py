@@ -116,8 +116,9 @@ def placeholder(value: str) -> bool:
 
 
 def optional_secret(value: Any) -> str:
-    """A secret that may be left empty (unset), such as lms.api_key."""
-    return text(value)
+    """A secret that may be left empty (unset: the feature it turns on stays
+    off), such as lms.api_key."""
+    return text(value).strip()
 
 
 def one_or_list(value: Any, bad_json: str) -> list[Any]:
@@ -391,6 +392,15 @@ class Retry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Reconcile:
+    minutes: float = setting(15.0, number(0, 1440),
+                             "how often orders are read back from shops with API credentials, "
+                             "to act on what a webhook missed; 0 = off")
+    first_lookback_hours: float = setting(72.0, number(0, 24 * 366),
+                                          "how far back the first reading of a shop looks")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Logging:
     level: str = setting("info", choice("debug", "info", "warning", "error"),
                          "log level (learner emails appear only at debug)")
@@ -415,7 +425,8 @@ class Product:
 
 #: the sections every configuration has, by name
 SECTIONS: dict[str, type] = {"server": Server, "retention": Retention, "database": Database,
-                             "lms": LMS, "retry": Retry, "logging": Logging}
+                             "lms": LMS, "retry": Retry, "logging": Logging,
+                             "reconcile": Reconcile}
 #: sections of several tables (``[[name]]``), none of which is required
 LISTS: dict[str, type] = {"products": Product}
 
@@ -432,6 +443,7 @@ class Config:
     shops: Mapping[str, tuple[Any, ...]]
     #: the catalog: SKUs with their courses and mode
     products: tuple[Product, ...] = ()
+    reconcile: Reconcile = Reconcile()
     #: the file read, if any
     path: str | None = None
     #: the secrets set in that file (config.readable warns about them)
@@ -622,7 +634,7 @@ def _values(declared_here: tuple[Setting, ...], table: dict[str, Any],
                       if env_key[1] is not None else s.env)
         elif s.key in table:
             raw, origin = table[s.key], f"{label}.{s.key}"
-            if s.secret:
+            if s.secret and raw not in ("", []):  # an empty optional one holds nothing
                 notes.secrets_in_file.append(f"{label}.{s.key}")
         elif s.default is REQUIRED:
             raise ConfigError(f"{label}.{s.key} is required ({s.help}): {_fix_hint(s)}")

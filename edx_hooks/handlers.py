@@ -17,7 +17,7 @@ from typing import Any
 
 from tornado import web
 
-from . import logs
+from . import intake, logs
 from .catalog import Catalog
 from .store import NewDelivery, Recorded, Store, utcnow
 from .storefronts import Endpoint, Outcome, Storefront, rejected
@@ -140,9 +140,9 @@ class DeliveryHandler(web.RequestHandler):
             await self.conclude(rejected(404, self.not_found))
         else:
             try:
-                outcome = self.storefront.receive(self.request.headers, self.body, self.shops,
-                                                  self.endpoint)
-                self.catalog.expand(outcome.order)
+                storefront, endpoint = self.storefront, self.endpoint
+                outcome = intake.decide(self.catalog, lambda: storefront.receive(
+                    self.request.headers, self.body, self.shops, endpoint))
             except Exception:
                 outcome = self._internal_error()
             await self.conclude(outcome)
@@ -180,8 +180,7 @@ class DeliveryHandler(web.RequestHandler):
         the order's new line items before the commit is acknowledged."""
         self.concluding = True
         try:
-            recorded = await self.store.record(self._delivery(outcome), outcome.order,
-                                               outcome.unenroll)
+            recorded = await intake.record(self.store, self._delivery(outcome), outcome)
         except Exception:
             # Not stored means not accepted: the shop will deliver it again.
             logs.event(log, logs.ERROR, "delivery.unstored", provider=self.provider, status=503)

@@ -62,10 +62,13 @@ SETTINGS = {
     # WooCommerce's generated secrets have $ and more: $(NAME) and ${NAME}
     # must reach edx-hooks as they are, not expanded by Compose or Kubernetes
     "EDXHOOKS_WOOCOMMERCE": [{"source": WOO_SOURCE, "secret": [WOO_SECRET, OLD_WOO_SECRET],
-                              "require_payment": True}],
+                              "require_payment": True, "consumer_key": "ck_$(HOME)1",
+                              "consumer_secret": "cs_${PATH}2", "reactivate_webhooks": True}],
     "EDXHOOKS_PRODUCTS": [{"sku": "BUNDLE", "courses": [COURSE, DS], "mode": "verified"}],
     "EDXHOOKS_SETTINGS": {"lms": {"max_calls_per_minute": 0, "sku_prefix": "sku/"},
-                          "retry": {"delay_seconds": 0.2}},
+                          "retry": {"delay_seconds": 0.2},
+                          # read back by hand only here: the shop is not reachable
+                          "reconcile": {"minutes": 0, "first_lookback_hours": 24}},
 }
 
 
@@ -183,6 +186,9 @@ def test_the_settings_become_a_valid_edx_hooks_configuration(tutor):
     assert (shop.shop_domain, shop.secret) == (SHOP, [SHOPIFY_SECRET])
     [woo] = cfg.shops["woocommerce"]
     assert woo.secret == [WOO_SECRET, OLD_WOO_SECRET] and woo.require_payment is True
+    assert (woo.consumer_key, woo.consumer_secret, woo.reactivate_webhooks) == (
+        "ck_$(HOME)1", "cs_${PATH}2", True)
+    assert (cfg.reconcile.minutes, cfg.reconcile.first_lookback_hours) == (0, 24)
     [product] = cfg.products
     assert (product.sku, product.courses, product.mode) == ("BUNDLE", [COURSE, DS], "verified")
     assert (cfg.lms.max_calls_per_minute, cfg.retry.delay_seconds) == (0, 0.2)

@@ -87,7 +87,7 @@ async def test_the_upgrade_keeps_every_row_and_matches_a_new_schema(tmp_path):
         "enrolled", "enrolled", "failed", "failed", "unenrolled", "unenroll-failed",
         "unenroll-pending", "pending", "enrolled", "pending"]
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     assert schema_diff(db) == []
@@ -103,7 +103,7 @@ async def test_the_upgrade_keeps_every_row_and_matches_a_new_schema(tmp_path):
     store = Store(f"sqlite+aiosqlite:///{db}")
     await store.start()
     await store.close()
-    assert (store.upgrade.before, store.upgrade.after) == ("0003", "0003")
+    assert (store.upgrade.before, store.upgrade.after) == ("0004", "0004")
     assert len(list(tmp_path.glob("*.bak"))) == 1
 
 
@@ -124,13 +124,13 @@ async def test_serve_upgrades_at_start_and_the_unfinished_work_goes_on(harness, 
     service = serve(shopify={"require_payment": True, "unenroll_on_refund": True},
                     retry={"delay_seconds": 0.5})
     code, out, _ = await _cli(harness, service, "check-config")
-    assert code == 0 and "database: schema 0001; `edx-hooks serve` upgrades it to 0003" in out
+    assert code == 0 and "database: schema 0001; `edx-hooks serve` upgrades it to 0004" in out
     code, _, err = await _cli(harness, service, "orders")
-    assert code == 1 and "has schema 0001 and this edx-hooks needs 0003" in err
+    assert code == 1 and "has schema 0001 and this edx-hooks needs 0004" in err
 
     await service.start()
     [upgraded] = service.lines("database.upgraded")
-    assert "from=0001" in upgraded and "schema=0003" in upgraded and ".bak" in upgraded
+    assert "from=0001" in upgraded and "schema=0004" in upgraded and ".bak" in upgraded
     # the retry waiting in the job store (gus), the unenrollment waiting for
     # its retry (fay) and the item whose call was cut off (jo) all go on
     await until(lambda: _state(harness, "gus@example.org") == "enrolled", timeout=20)
@@ -158,7 +158,7 @@ async def test_serve_upgrades_at_start_and_the_unfinished_work_goes_on(harness, 
         ("unenroll", "ada@example.org"), ("unenroll", "fay@example.org")]
     assert harness.jobs() == []
     code, out, _ = await _cli(harness, service, "check-config")
-    assert "database: schema 0003 (current)" in out
+    assert "database: schema 0004 (current)" in out
 
 
 async def _cli(harness, service, *args: str) -> tuple[int, str, str]:
@@ -186,7 +186,7 @@ async def test_a_database_newer_than_the_code_is_refused_untouched(harness, serv
     assert await service.proc.wait() == EXIT_SCHEMA
     assert [line for line in service.log if line.startswith("edx-hooks:")] == [
         f"edx-hooks: database {harness.db_path} has schema 0099, newer than this edx-hooks "
-        "knows (up to 0003): run the edx-hooks release that wrote it, or restore the copy "
+        "knows (up to 0004): run the edx-hooks release that wrote it, or restore the copy "
         "taken before that upgrade\n"]
     assert dump(harness.db_path) == before
     code, out, _ = await _cli(harness, service, "check-config")
@@ -207,7 +207,7 @@ async def test_an_upgrade_that_fails_is_rolled_back_whole(harness, serve):
     assert await service.proc.wait() == EXIT_SCHEMA
     [line] = [line for line in service.log if line.startswith("edx-hooks:")]
     assert line.startswith(f"edx-hooks: upgrading database {harness.db_path} from schema 0001 "
-                           "to 0003 failed (1 rows break a foreign key)")
+                           "to 0004 failed (1 rows break a foreign key)")
     assert "it was rolled back and is unchanged (a copy is at " in line
     # unchanged: the 0.1.0 tables as they were, no version table
     assert {t: rows(harness.db_path, t) for t in OLD_TABLES} == before
@@ -235,7 +235,7 @@ async def test_commands_beside_the_service_take_no_write_lock(harness):
         code, out, err = await harness.cli("orders")
         assert (code, out.strip(), err) == (0, "no orders", "")
         code, out, _ = await harness.cli("check-config")
-        assert code == 0 and "schema 0003 (current)" in out
+        assert code == 0 and "schema 0004 (current)" in out
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
@@ -309,3 +309,66 @@ async def test_an_upgrade_failing_at_every_restart_keeps_one_copy(tmp_path):
 
 def test_the_schema_constant_is_the_head_of_the_revisions():
     assert migrate.SCHEMA == migrate.scripts().get_current_head()
+
+
+@pytest.mark.gen_test
+async def test_0003_upgrades_to_0004_with_an_empty_watermark_table_that_then_persists(tmp_path):
+    import datetime as dt
+
+    db = tmp_path / "edx-hooks.db"
+    store = Store(f"sqlite+aiosqlite:///{db}")
+    await store.start()
+    await store.close()
+    with sqlite3.connect(db) as conn:  # what release 0003 left: no reconcile_marks
+        conn.execute("DROP TABLE reconcile_marks")
+        conn.execute("UPDATE alembic_version SET version_num = '0003'")
+        conn.execute("INSERT INTO orders (provider, shop, external_id, name, created_at, "
+                     "updated_at) VALUES ('woocommerce', 'https://shop.example', '59', '#59', "
+                     "'2026-12-01 00:00:00', '2026-12-01 00:00:00')")
+    store = Store(f"sqlite+aiosqlite:///{db}")
+    await store.start()
+    assert (store.upgrade.before, store.upgrade.after) == ("0003", "0004")
+    assert await store.watermark("woocommerce", "https://shop.example") is None
+    when = dt.datetime(2026, 12, 6, 3, 0, 0)
+    await store.set_watermark("woocommerce", "https://shop.example", when)
+    await store.set_watermark("woocommerce", "https://shop.example", when)  # one row a shop
+    await store.close()
+    assert schema_diff(db) == []
+    assert rows(db, "orders", ["external_id"]) == [("59",)]
+    assert len(list(tmp_path.glob("edx-hooks.db.schema-0003-*.bak"))) == 1
+    store = Store(f"sqlite+aiosqlite:///{db}")
+    await store.start()
+    try:
+        assert await store.watermark("woocommerce", "https://shop.example") == when
+        assert await store.watermark("shopify", "https://shop.example") is None
+    finally:
+        await store.close()
+    assert rows(db, "reconcile_marks", ["provider", "shop"]) == [
+        ("woocommerce", "https://shop.example")]
+
+
+@pytest.mark.gen_test
+async def test_lost_answers_that_0_1_0_called_failed_are_unknown_after_the_upgrade(tmp_path):
+    """0.1.0 (and 0.2.0.dev0) recorded an item whose every call timed out as
+    failed, though the LMS may have enrolled it. The upgrade to 0003 makes it
+    unknown (a refund then unenrolls it, a retry asks the LMS first), and marks
+    a pending one whose last call timed out, so its next attempt asks before
+    sending; an item failed for an answer the LMS gave stays failed."""
+    db = tmp_path / "edx-hooks.db"
+    load_fixture(db)
+    lost = "LMS unreachable: Timeout during request"
+    with sqlite3.connect(db) as conn:  # as 0.1.0 wrote them
+        for item_id, state, reason in ((3, "failed", f"{lost} (after 3 attempts)"),
+                                       (8, "pending", lost),
+                                       (6, "unenroll-failed", "bulk_enroll answered 504 (after "
+                                                              "3 attempts)")):
+            conn.execute("UPDATE items SET state = ?, reason = ?, attempts = 3 WHERE id = ?",
+                         (state, reason, item_id))
+    store = Store(f"sqlite+aiosqlite:///{db}")
+    await store.start()
+    await store.close()
+    found = {r[0]: r[1:] for r in rows(db, "items", ["id", "state", "unconfirmed"])}
+    assert found[3] == ("unknown", "enroll")
+    assert found[8] == ("pending", "enroll")
+    assert found[6] == ("unknown", "unenroll")
+    assert found[4] == ("failed", None)  # no learner email: an answer we gave ourselves

@@ -23,10 +23,16 @@ It adds:
 Settings (``tutor config save --set KEY=VALUE``; values are YAML):
 
 - ``EDXHOOKS_SHOPIFY``, ``EDXHOOKS_WOOCOMMERCE``: the shops, a list of
-  tables with the keys of edx-hooks' ``[[shopify]]`` / ``[[woocommerce]]``;
+  tables with the keys of edx-hooks' ``[[shopify]]`` / ``[[woocommerce]]``,
+  including the API credentials that let it read missed orders back
+  (reconcile): ``admin_token`` and ``api_version`` for Shopify,
+  ``consumer_key``, ``consumer_secret`` and ``reactivate_webhooks`` for
+  WooCommerce, e.g. ``[{source: "https://shop.example/", secret: ...,
+  consumer_key: ck_..., consumer_secret: cs_...}]``;
 - ``EDXHOOKS_PRODUCTS``: the catalog, the keys of ``[[products]]``;
 - ``EDXHOOKS_SETTINGS``: any other edx-hooks setting, by section, e.g.
-  ``{lms: {max_calls_per_minute: 60, default_mode: verified}, retry: {attempts: 5}}``
+  ``{lms: {max_calls_per_minute: 60, default_mode: verified}, retry: {attempts: 5},
+  reconcile: {minutes: 15, first_lookback_hours: 72}}``
   (``edx-hooks settings`` lists them);
 - ``EDXHOOKS_SERVICE_USERNAME``, ``EDXHOOKS_SERVICE_EMAIL``,
   ``EDXHOOKS_OAUTH2_CLIENT_ID``, ``EDXHOOKS_OAUTH2_CLIENT_SECRET`` (generated

@@ -7,7 +7,8 @@ is that of a per-request commit at a fraction of the cost. Reads use their
 own connections; SQLite runs in WAL mode so they never wait for the writer.
 
 ``schema`` holds the tables and statements, ``writes`` the batch write
-operations, ``writer`` the group-commit writer that runs them, ``database``
+operations, ``known`` what an order read back from its shop would add,
+``writer`` the group-commit writer that runs them, ``database``
 the :class:`Store` (the reads, and the writes by name), ``sqlite`` the
 file's set-up, ``migrate`` the schema versions and their upgrades
 (``migrations/versions``).

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .. import logs
+from . import known
 from .migrate import SchemaError, Upgrade, prepare_sqlite, sqlite_path
 from .schema import (
     ACTIVE,
@@ -37,6 +38,7 @@ from .schema import (
     items,
     order_state,
     orders,
+    reconcile_marks,
     unenroll_requests,
     utcnow,
 )
@@ -51,6 +53,7 @@ from .writes import (
     record_failed,
     record_many,
     retry_failed,
+    set_mark,
     settle,
     update_item,
 )
@@ -265,11 +268,29 @@ class Store:
                 return total
             await asyncio.sleep(CLEANUP_PAUSE_SECONDS)
 
+    async def set_watermark(self, provider: str, shop: str, watermark: dt.datetime) -> None:
+        """Reconciliation read ``shop``'s orders modified before ``watermark``."""
+        await self._submit(set_mark, provider, shop, watermark)
+
     async def check_writable(self) -> None:
         """Commit a write through the writer; raises if the database refuses it."""
         await self._submit(beat)
 
     # -- reads
+
+    async def watermark(self, provider: str, shop: str) -> dt.datetime | None:
+        """Up to when ``shop``'s orders were read back (None: never)."""
+        rows = await self._all(sa.select(reconcile_marks.c.watermark)
+                               .where(reconcile_marks.c.provider == provider,
+                                      reconcile_marks.c.shop == shop))
+        return rows[0]["watermark"] if rows else None
+
+    async def missed(self, order: NewOrder | None, unenroll: Unenroll | None) -> list[str]:
+        """What storing this order (read back from its shop) would add to what
+        is stored; empty: known and unchanged, nothing to write (see
+        :func:`~edx_hooks.store.known.missed`)."""
+        async with self.engine.connect() as conn:
+            return await known.missed(conn, order, unenroll)
 
     async def item_for_job(self, item_id: int) -> dict[str, Any] | None:
         """The line item with what the enrollment job needs of its order."""

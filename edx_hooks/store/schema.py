@@ -135,6 +135,19 @@ unenroll_requests = sa.Table(
 )
 
 
+#: per shop: its orders modified before ``watermark`` were read back from its
+#: API (reconciliation); the next run lists those modified since, with an overlap
+reconcile_marks = sa.Table(
+    "reconcile_marks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("shop", sa.String(255), nullable=False),
+    sa.Column("watermark", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("provider", "shop", name="uq_reconcile_mark"),
+)
+
+
 #: one row: the last time the health check wrote to the database
 heartbeat = sa.Table(
     "heartbeat", metadata,

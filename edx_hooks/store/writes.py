@@ -40,6 +40,7 @@ from .schema import (
     deliveries,
     heartbeat,
     items,
+    reconcile_marks,
     unenroll_requests,
     utcnow,
 )
@@ -432,3 +433,14 @@ def beat(conn: Connection) -> None:
     if conn.execute(heartbeat.update().where(heartbeat.c.id == 1)
                     .values(at=utcnow())).rowcount == 0:
         conn.execute(heartbeat.insert().values(id=1, at=utcnow()))
+
+
+@each
+def set_mark(conn: Connection, provider: str, shop: str, watermark: dt.datetime) -> None:
+    """Record that ``shop``'s orders modified before ``watermark`` were read back."""
+    now = utcnow()
+    if conn.execute(reconcile_marks.update().where(reconcile_marks.c.provider == provider,
+                                                   reconcile_marks.c.shop == shop)
+                    .values(watermark=watermark, updated_at=now)).rowcount == 0:
+        conn.execute(reconcile_marks.insert().values(provider=provider, shop=shop,
+                                                     watermark=watermark, updated_at=now))

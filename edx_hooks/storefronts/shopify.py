@@ -55,6 +55,19 @@ def domain_name(value: Any) -> str:
     return value
 
 
+#: the GraphQL Admin API version reconciliation is written and tested against
+API_VERSION = "2025-07"
+
+
+def api_version(value: Any) -> str:
+    """An Admin API version: YYYY-MM, a quarter's first month."""
+    value = config.nonempty(value)
+    year, _, month = value.partition("-")
+    if not (len(year) == 4 and year.isdigit() and month in ("01", "04", "07", "10")):
+        raise ValueError(f"must be an Admin API version such as {API_VERSION}")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class Shop:
     """One Shopify shop's settings: ``[shopify]``, or ``[[shopify]]`` for several."""
@@ -74,6 +87,19 @@ class Shop:
                                                                PROPERTIES_HELP)
     learner_email: str = config.setting("property", config.choice("property", "buyer"),
                                         LEARNER_EMAIL_HELP)
+    admin_token: str = config.setting("", config.optional_secret,
+                                      "Admin API access token (shpat_...) of a custom app with "
+                                      "read_orders: orders are read back (reconcile); "
+                                      "empty = off")
+    api_version: str = config.setting(API_VERSION, api_version,
+                                      "the Admin API version read back with (pinned)")
+    api_url: str = config.setting("", config.optional_url,
+                                  "the Admin API's root URL; empty = https://<shop_domain>")
+
+    @property
+    def readable(self) -> bool:
+        """Whether its orders can be read back (an Admin API token is set)."""
+        return bool(self.admin_token)
 
 
 def _signer(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop]) -> Shop | Outcome:
@@ -113,14 +139,22 @@ def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
         return ignored("topic-not-handled-here", shop_domain,
                        f"topic {topic[:60]!r} sent to the {endpoint.path} endpoint: check the "
                        "webhook's event in the Shopify admin")
-    if endpoint.path == "refund/create":
+    return judge(doc, shop, endpoint.path)
+
+
+def judge(doc: dict[str, Any], shop: Shop, path: str) -> Outcome:
+    """What a genuine body means at the endpoint ``path`` (an order, its
+    cancellation, a refund): a delivery's, or one made from an order read
+    back from the Admin API (reconciliation), decided alike."""
+    shop_domain = shop.shop_domain
+    if path == "refund/create":
         return _refund(doc, shop, shop_domain)
     order_id = external_id(doc.get("id"))
     if order_id is None:
         return rejected(400, "order-id-missing", shop_domain)
     if doc.get("test") is True and not shop.accept_test_orders:
         return ignored("test-order-ignored", shop_domain)
-    if endpoint.path == "order/cancelled":
+    if path == "order/cancelled":
         # Kept whatever unenroll_on_refund says: an item of a cancelled order
         # is never enrolled, even if the order itself arrives only later.
         return Outcome(200, "cancellation" if shop.unenroll_on_refund else "unenroll-off",

@@ -125,6 +125,27 @@ class Shop:
                                   "case) of a field or meta_data entry holding the learner email")
     learner_email: str = config.setting("property", config.choice("property", "buyer"),
                                         LEARNER_EMAIL_HELP)
+    consumer_key: str = config.setting("", config.optional_secret,
+                                       "REST API consumer key (ck_...), permission Read (Read/"
+                                       "Write to reactivate webhooks): orders are read back "
+                                       "(reconcile); empty = off")
+    consumer_secret: str = config.setting("", config.optional_secret,
+                                          "REST API consumer secret (cs_...) of that key")
+    reactivate_webhooks: bool = config.setting(False, config.boolean,
+                                               "set a disabled or paused webhook pointing here "
+                                               "active again (needs a Read/Write key)")
+
+    def __post_init__(self) -> None:
+        if bool(self.consumer_key) != bool(self.consumer_secret):
+            raise config.ConfigError(
+                f"woocommerce shop {self.source}: consumer_key and consumer_secret go together: "
+                "set both (a REST API key, WooCommerce > Settings > Advanced > REST API) or "
+                "neither")
+
+    @property
+    def readable(self) -> bool:
+        """Whether its orders can be read back (a REST API key is set)."""
+        return bool(self.consumer_key)
 
 #: statuses of an order the customer has placed: enrolled (with
 #: require_payment, once paid)
@@ -160,6 +181,14 @@ def receive(headers: Mapping[str, str], body: bytes, shops: Sequence[Shop],
         return ignored("topic-not-handled-here", shop,
                        f"topic {topic[:60]!r} sent to an order endpoint: check the webhook's "
                        "topic in WooCommerce")
+    return judge(doc, settings)
+
+
+def judge(doc: dict[str, Any], settings: Shop) -> Outcome:
+    """What a genuine order means (placed, paid, refunded, cancelled...):
+    a delivery's body, or the same REST object read back from the shop's
+    API (reconciliation), decided alike."""
+    shop = normalize_source(settings.source)
     order_id = external_id(doc.get("id"))
     if order_id is None:
         return rejected(400, "order-id-missing", shop)
