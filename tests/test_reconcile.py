@@ -92,7 +92,7 @@ async def test_orders_placed_while_the_service_was_down_are_enrolled_when_it_sta
     assert watermark(harness) == [("woocommerce", woo.url)]
     states = dict(harness.db("SELECT o.external_id || '/' || i.external_id, i.state "
                              "FROM items i JOIN orders o ON o.id = i.order_id"))
-    assert states == {"59/64": "enrolled", "59/65": "failed", "61/70": "enrolled",
+    assert states == {"59/64": "enrolled", "59/65": "not-a-course", "61/70": "enrolled",
                       "63/72": "not-enrolled"}
 
     # known and unchanged: the next run writes nothing at all
