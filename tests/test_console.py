@@ -340,3 +340,21 @@ async def test_the_code_is_worthless_without_the_pkce_verifier(harness, browser)
     person = await signin.exchange(lms.url, lms.console_client_id, lms.console_client_secret,
                                    code, redirect, verifier, **kw)
     assert person == signin.Person("support", "Support", "support@example.org", True)
+
+
+@pytest.mark.parametrize("environ, words", [
+    ({"EDX_HOOKS_CONSOLE_CLIENT_ID": "c"}, "console.client_secret is required"),
+    ({"EDX_HOOKS_CONSOLE_CLIENT_SECRET": "s"}, "console.client_id is required"),
+    ({"EDX_HOOKS_CONSOLE_CLIENT_ID": "c", "EDX_HOOKS_CONSOLE_CLIENT_SECRET": "s",
+      "EDX_HOOKS_CONSOLE_SESSION_HOURS": "0"}, "console.session_hours = '0'"),
+    ({"EDX_HOOKS_CONSOLE_CLIENT_ID": "c", "EDX_HOOKS_CONSOLE_CLIENT_SECRET": "s",
+      "EDX_HOOKS_CONSOLE_STAFF_USERNAMES": "[1]"}, "console.staff_usernames"),
+])
+def test_a_half_configured_console_stops_start_up_with_one_line(environ, words):
+    from edx_hooks import config
+    base = {"EDX_HOOKS_LMS_BASE_URL": "https://lms.example.org", "EDX_HOOKS_LMS_CLIENT_ID": "a",
+            "EDX_HOOKS_LMS_CLIENT_SECRET": "b"}
+    with pytest.raises(config.ConfigError) as e:
+        config.load(None, {**base, **environ})
+    assert words in str(e.value) and "\n" not in str(e.value) and ": set " in str(e.value)
+    assert "'s'" not in str(e.value)  # a secret is never echoed
