@@ -358,3 +358,16 @@ def test_a_half_configured_console_stops_start_up_with_one_line(environ, words):
         config.load(None, {**base, **environ})
     assert words in str(e.value) and "\n" not in str(e.value) and ": set " in str(e.value)
     assert "'s'" not in str(e.value)  # a secret is never echoed
+
+
+@pytest.mark.gen_test
+async def test_no_code_token_or_secret_reaches_the_log(harness, browser, caplog):
+    caplog.set_level("DEBUG")
+    await signed_in(harness, browser, cookie_secret="a-cookie-key-for-tests")
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "/webhooks/console/signed-in" in logged  # the access log has the callback...
+    assert "code-" not in logged and "code=" not in logged  # ...without its code
+    assert "event=console.signed_in user=support staff=true" in logged
+    for secret in ("console-client-secret", "a-cookie-key-for-tests", harness.lms.jwt_key):
+        assert secret not in logged
+    assert not [r for r in caplog.records if "eyJ" in r.getMessage()]  # no JWT

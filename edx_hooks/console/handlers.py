@@ -249,6 +249,10 @@ class SignIn(Page):
 class SignedIn(SignIn):
     """The LMS sends the browser back here with a code (or an error)."""
 
+    def _request_summary(self) -> str:
+        # the access log without the query: the code stays out of the log
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
     async def get(self) -> None:  # type: ignore[override]
         raw = self.get_secure(PENDING, SIGNIN_MINUTES / 1440)
         pending = json.loads(raw) if raw else None
