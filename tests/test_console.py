@@ -371,3 +371,48 @@ async def test_no_code_token_or_secret_reaches_the_log(harness, browser, caplog)
     for secret in ("console-client-secret", "a-cookie-key-for-tests", harness.lms.jwt_key):
         assert secret not in logged
     assert not [r for r in caplog.records if "eyJ" in r.getMessage()]  # no JWT
+
+
+@pytest.mark.gen_test
+async def test_the_console_s_order_states_are_the_cli_s(harness, browser):
+    """The state an order is filed under is computed in SQL for the console
+    (a page is one query): it must be store.order_state's, for every state."""
+    from edx_hooks.store import ORDER_STATES
+
+    from .conftest import woo_order
+    await harness.start(console=CONSOLE, woocommerce={"require_payment": True})
+    await harness.shopify(shopify_order(line_item(email="ok@example.org"), order_id=1))
+    await harness.quiet()
+    harness.lms.fail_all = Forced(status=403)
+    await harness.shopify(shopify_order(line_item(email="no@example.org"), order_id=2))
+    await harness.quiet()
+    harness.lms.fail_all = None
+    await harness.woocommerce(woo_order(paid=False, order_id=3))
+    store = harness.service.store
+    seen = set()
+    for state in ORDER_STATES:
+        cli = {o["id"] for o in await store.orders(state=state)}
+        console = {o["id"] for o in await store.order_page(state=state, limit=1000)}
+        assert console == cli, state
+        seen |= {state} if cli else set()
+    assert seen == {"enrolled", "failed", "awaiting-payment"}
+
+
+@pytest.mark.gen_test
+async def test_a_post_without_a_session_does_nothing_and_the_stylesheet_is_served(
+        harness, browser):
+    await signed_in(harness, browser)
+    harness.lms.fail_all = Forced(status=403)
+    await harness.shopify(shopify_order(line_item(email="a@example.org")))
+    await harness.quiet()
+    [item] = harness.items()
+    stranger = Browser()
+    try:
+        response = await stranger.fetch(
+            harness.url + f"/webhooks/console/orders/{item['order_id']}/retry", "POST", {})
+        assert response.code == 401 and "nothing was done" in stranger.text()
+        css = await stranger.fetch(harness.url + "/webhooks/console/static/console.css")
+        assert css.code == 200 and css.headers["Content-Type"].startswith("text/css")
+    finally:
+        stranger.close()
+    assert [i["state"] for i in harness.items()] == ["failed"]
