@@ -91,7 +91,6 @@ class Page(web.RequestHandler):
         self.cfg = context.cfg
         self.store = context.store
         self.person: signin.Person | None = None
-        self.application.settings.setdefault("xsrf_cookie_kwargs", {})
 
     def get_template_path(self) -> str:
         return os.path.join(HERE, "templates")
