@@ -20,13 +20,14 @@ PREFIX = "/webhooks/console"
 def routes(cfg: Config, store: Store, lms: LMSClient,
            schedule: Callable[[list[int]], None]) -> list[tuple[Any, ...]]:
     """The console's routes for ``make_app``: its pages, or 404 when it is off."""
+    from . import base
     from . import handlers as h
 
     if not cfg.console.enabled:
-        return [(rf"{PREFIX}(?:/.*)?", h.Off)]
+        return [(rf"{PREFIX}(?:/.*)?", base.Off)]
     # without console.cookie_secret: a new key at each start, so that every
     # session ends when the service restarts
-    context = h.Context(cfg=cfg, store=store, lms=lms, schedule=schedule,
+    context = base.Context(cfg=cfg, store=store, lms=lms, schedule=schedule,
                         cookie_secret=cfg.console.cookie_secret or secrets.token_urlsafe(32))
     args = {"context": context}
     return [
@@ -39,6 +40,6 @@ def routes(cfg: Config, store: Store, lms: LMSClient,
         (rf"{PREFIX}/orders/([0-9]+)/retry", h.Retry, args),
         (rf"{PREFIX}/deliveries/([0-9]+)/replay", h.Replay, args),
         (rf"{PREFIX}/rejected", h.Rejected, args),
-        (rf"{PREFIX}/static/(console\.css)", h.Static, {"path": h.STATIC}),
-        (rf"{PREFIX}/.*", h.NotFound, args),
+        (rf"{PREFIX}/static/(console\.css)", base.Static, {"path": base.STATIC}),
+        (rf"{PREFIX}/.*", base.NotFound, args),
     ]
