@@ -19,7 +19,9 @@ setup(
     packages=find_packages(include=["edx_hooks", "edx_hooks.*"]),
     # the schema revisions, read by Alembic at start-up
     package_data={"edx_hooks.store": ["migrations/*.py", "migrations/*.mako",
-                                      "migrations/*.ini", "migrations/versions/*.py"]},
+                                      "migrations/*.ini", "migrations/versions/*.py"],
+                  # the web console's pages and stylesheet
+                  "edx_hooks.console": ["templates/*.html", "static/*.css"]},
     install_requires=[
         "tornado>=6.2,<7",
         "apscheduler>=3.10,<4",
@@ -31,7 +33,9 @@ setup(
     ],
     extras_require={
         # pytest-tornado 0.8.1 imports pkg_resources, which setuptools 82 removed
-        "test": ["pytest>=8", "pytest-tornado>=0.8.1", "setuptools<82", "hypothesis>=6"],
+        "test": ["pytest>=8", "pytest-tornado>=0.8.1", "setuptools<82", "hypothesis>=6",
+                 # the web console's browser tests (driving Debian's chromium)
+                 "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["edx-hooks = edx_hooks.cli:main"]},
     classifiers=[

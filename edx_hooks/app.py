@@ -18,7 +18,7 @@ import socket
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from . import jobs, logs
+from . import console, jobs, logs
 from . import scheduler as sched
 from .batches import Batcher
 from .catalog import Catalog
@@ -83,6 +83,10 @@ class Service:
                                    dict(common, storefront=storefront, shops=shops,
                                         endpoint=endpoint)))
         routes.append((r"/healthz", HealthHandler, {"store": self.store}))
+        # the staff's web console (a 404 while [console] is not configured),
+        # before the storefronts' catch-all
+        routes[:0] = console.routes(self.cfg, self.store, self.lms,
+                                    lambda ids: sched.schedule_new(self.scheduler, ids))
         return web.Application(routes, default_handler_class=DeliveryHandler,
                                default_handler_args=common)
 

@@ -321,7 +321,12 @@ async def _set_pending_again(store: Store, args: argparse.Namespace,
     return ids
 
 
-async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
+async def replay_delivery(store: Store, cfg: Config, delivery_id: int,
+                          by: str | None = None) -> tuple[Any, Any]:
+    """Process stored delivery ``delivery_id`` again, verified with the
+    current config, and store the outcome as a new delivery (``REPLAY ...``;
+    ``by``: the console's staff user who asked). Returns (Recorded, Outcome);
+    raises :class:`Failure` with the reason when it cannot be replayed."""
     from tornado.httputil import HTTPHeaders
 
     from . import intake
@@ -329,24 +334,24 @@ async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     from .store import NewDelivery, utcnow
     from .storefronts import STOREFRONTS
 
-    original = await store.delivery(args.delivery_id)
+    original = await store.delivery(delivery_id)
     if original is None:
-        raise Failure(f"no delivery {args.delivery_id}")
+        raise Failure(f"no delivery {delivery_id}")
     if original["pruned_at"] is not None:
-        raise Failure(f"delivery {args.delivery_id} was pruned: its body is gone")
+        raise Failure(f"delivery {delivery_id} was pruned: its body is gone")
     if len(original["body"]) < original["body_size"]:
         raise Failure(f"only the first {len(original['body'])} of {original['body_size']} "
-                      f"bytes of delivery {args.delivery_id} were kept: it cannot be verified")
+                      f"bytes of delivery {delivery_id} were kept: it cannot be verified")
     storefront = STOREFRONTS.get(original["provider"])
     shops = cfg.shops.get(original["provider"]) if storefront else None
     if not shops:
-        raise Failure(f"delivery {args.delivery_id} came for {original['provider']}, "
+        raise Failure(f"delivery {delivery_id} came for {original['provider']}, "
                       "which is not configured")
     # the endpoint it came to: "POST /webhooks/shopify/refund/create"
     path = original["endpoint"].split(f"/webhooks/{storefront.name}/", 1)[-1]
     endpoint = storefront.endpoint(path)
     if endpoint is None:
-        raise Failure(f"delivery {args.delivery_id} came to {original['endpoint']}, which is "
+        raise Failure(f"delivery {delivery_id} came to {original['endpoint']}, which is "
                       f"no endpoint of {storefront.name}: nothing to replay")
     headers = json.loads(original["headers"])
     outcome, recorded = await intake.take(
@@ -356,7 +361,13 @@ async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
             provider=original["provider"], endpoint=f"REPLAY {original['endpoint']}"[:200],
             received_at=utcnow(), client_ip=original["client_ip"], headers=headers,
             body=original["body"], body_size=original["body_size"], status=outcome.status,
-            reason=f"{outcome.reason} (replay of {args.delivery_id})", shop=outcome.shop))
+            reason=f"{outcome.reason} (replay of {delivery_id}"
+                   + (f" by {by})" if by else ")"), shop=outcome.shop))
+    return recorded, outcome
+
+
+async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
+    recorded, outcome = await replay_delivery(store, cfg, args.delivery_id)
     print(f"delivery {args.delivery_id} replayed as delivery {recorded.delivery_id}: "
           f"{outcome.status} {outcome.reason}")
     if outcome.status >= 300:

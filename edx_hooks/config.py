@@ -413,6 +413,32 @@ class Logging:
                                   "syslog socket path, or host:port for UDP")
 
 
+def usernames(value: Any) -> tuple[str, ...]:
+    values = one_or_list(value, "must be a username, or a JSON array of usernames")
+    if not all(isinstance(v, str) and v.strip() for v in values):
+        raise ValueError("must be a list of LMS usernames in quotes")
+    return tuple(v.strip() for v in values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Console:
+    """The staff's web console at /webhooks/console/ (off while client_id is empty)."""
+    client_id: str = setting("", text, "OAuth2 client id of the LMS application with grant "
+                                       "type authorization-code; empty = console off")
+    client_secret: str = setting("", secret, "that application's client secret")
+    staff_usernames: tuple[str, ...] = setting((), usernames,
+                                         "LMS usernames let in besides global staff")
+    cookie_secret: str = setting("", secret, "key that signs the session cookie; empty = a "
+                                             "random one at each start (sessions end at "
+                                             "restart)")
+    session_hours: float = setting(8.0, number(0.05, 720),
+                                   "how long a sign-in lasts")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.client_id)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Product:
     """A SKU of the catalog: ``[[products]]``, one table per SKU."""
@@ -426,7 +452,7 @@ class Product:
 #: the sections every configuration has, by name
 SECTIONS: dict[str, type] = {"server": Server, "retention": Retention, "database": Database,
                              "lms": LMS, "retry": Retry, "logging": Logging,
-                             "reconcile": Reconcile}
+                             "reconcile": Reconcile, "console": Console}
 #: sections of several tables (``[[name]]``), none of which is required
 LISTS: dict[str, type] = {"products": Product}
 
@@ -446,6 +472,8 @@ class Config:
     reconcile: Reconcile = Reconcile()
     #: the file read, if any
     path: str | None = None
+    #: the staff's web console (off unless [console] names a client)
+    console: Console = Console()
     #: the secrets set in that file (config.readable warns about them)
     secrets_in_file: tuple[str, ...] = ()
     #: secrets that are placeholders: one-line refusals (:func:`check_secrets`)
@@ -591,6 +619,7 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
     for section, section_shops in shops.items():
         _check_unique(section, section_shops)
     _check_catalog(products)
+    _check_console(built["console"])
     database = built["database"]
     built["database"] = dataclasses.replace(
         database, jobs_url=database.jobs_url or jobs_url_for(database.url))
@@ -617,6 +646,16 @@ def _check_catalog(products: tuple[Product, ...]) -> None:
             raise ConfigError(f"products[{seen[product.sku]}] and products[{n}] have the same "
                               f"sku {product.sku!r}: give each product one table")
         seen[product.sku] = n
+
+
+def _check_console(console: Console) -> None:
+    """[console] is all or nothing: a client id needs its secret, and back."""
+    if console.client_id and not console.client_secret:
+        raise ConfigError("console.client_secret is required with console.client_id: set "
+                          "client_secret in [console] or EDX_HOOKS_CONSOLE_CLIENT_SECRET")
+    if console.client_secret and not console.client_id:
+        raise ConfigError("console.client_id is required with console.client_secret: set "
+                          "client_id in [console] or EDX_HOOKS_CONSOLE_CLIENT_ID")
 
 
 def _values(declared_here: tuple[Setting, ...], table: dict[str, Any],

@@ -248,6 +248,10 @@ class LMSClient:
                  api_key: str = "", learning_mfe_url: str = ""):
         self.base_url = base_url.rstrip("/")
         self.learning_mfe_url = learning_mfe_url.rstrip("/")
+        #: the LMS's last answer (when, path, status or why none) and when it
+        #: last throttled us, for the web console
+        self.last_answer: tuple[float, str, int | str] | None = None
+        self.last_throttled: float | None = None
         #: sent as X-Edx-Api-Key: the LMS then skips its throttle for the
         #: enrollment views, and lets a mode be set past its upgrade deadline
         self._api_key = api_key
@@ -308,9 +312,14 @@ class LMSClient:
                 # client closes; its outcome is read and dropped instead.
                 future = self._http.fetch(request, raise_error=False)
                 future.add_done_callback(_drop_outcome)
-                return await asyncio.shield(future)
+                answer = await asyncio.shield(future)
+                self.last_answer = (time.time(), path, answer.code)
+                if answer.code == 429:
+                    self.last_throttled = time.time()
+                return answer
         except HTTPClientError as e:  # 599: timeout or closed connection
             message = e.message or str(e)
+            self.last_answer = (time.time(), path, message)
             if message in NOT_SENT:
                 raise TransientError(f"LMS unreachable: {message}") from None
             raise OutcomeUnknown(f"LMS unreachable: {message}{UNKNOWN_NOTE}") from None

@@ -14,11 +14,15 @@ demand.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import itertools
 import json
 import math
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 from tornado import web
@@ -144,6 +148,16 @@ class StandinLMS:
         #: (a call held for as long as a test needs it under way)
         self.hold: asyncio.Event | None = None
         self._accepted: list[float] = []
+        #: the web console's sign-in (authorization code): its application,
+        #: the key the JWTs are signed with (HS256, as the LMS's symmetric
+        #: key), who is signed in at the LMS now (their claims; None: nobody),
+        #: and the codes handed out, with what they were issued for
+        self.console_client_id = "edx-hooks-console"
+        self.console_client_secret = "console-client-secret"
+        self.jwt_key = "standin-lms-jwt-key"
+        self.signed_in: dict | None = None
+        self.codes: dict[str, dict] = {}
+        self.authorize_requests: list[dict[str, str]] = []
         self.server: HTTPServer | None = None
         self.url = ""
         self.port: int | None = None
@@ -152,6 +166,7 @@ class StandinLMS:
         """Listen on a free port, or again on the previous one (after stop)."""
         app = web.Application([
             (r"/oauth2/access_token", _Token, {"lms": self}),
+            (r"/oauth2/authorize", _Authorize, {"lms": self}),
             (r"/api/bulk_enroll/v1/bulk_enroll", _BulkEnroll, {"lms": self}),
             (r"/api/user/v1/accounts", _Accounts, {"lms": self}),
             (r"/api/enrollment/v1/enrollment", _EnrollmentAPI, {"lms": self}),
@@ -187,6 +202,23 @@ class StandinLMS:
             return self._accepted[0] + window - now
         self._accepted.append(now)
         return 0.0
+
+    def sign_in(self, username: str, *, staff: bool = False, email: str | None = None,
+                name: str = "") -> None:
+        """A user signs in at the LMS (the console's sign-in then finds them)."""
+        self.signed_in = {"preferred_username": username, "name": name or username.title(),
+                          "email": email or f"{username}@example.org",
+                          "administrator": staff, "superuser": False}
+
+    def jwt(self, claims: dict) -> str:
+        """A JWT as the LMS makes one: base64url header.payload.signature, HS256."""
+        def part(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+        head = part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        body = part(json.dumps(claims).encode())
+        signature = hmac.new(self.jwt_key.encode(), f"{head}.{body}".encode(),
+                             hashlib.sha256).digest()
+        return f"{head}.{body}.{part(signature)}"
 
     def revoke_tokens(self) -> None:
         self.valid_tokens.clear()
@@ -300,12 +332,40 @@ class _Base(web.RequestHandler):
         pass
 
 
+class _Authorize(_Base):
+    """GET /oauth2/authorize: the user signed in at the LMS (``sign_in``) is
+    sent back to the redirect URI with a code, at once (skip-authorization)."""
+
+    def get(self) -> None:
+        args = {k: self.get_argument(k) for k in self.request.arguments}
+        self.lms.authorize_requests.append(args)
+        if args.get("client_id") != self.lms.console_client_id \
+                or args.get("response_type") != "code" or not args.get("redirect_uri"):
+            self.set_status(400)
+            self.finish({"error": "invalid_request"})
+            return
+        if self.lms.signed_in is None:
+            self.set_status(401)
+            self.finish("not signed in at the LMS")
+            return
+        code = f"code-{next(self.lms._serial)}"
+        self.lms.codes[code] = {"redirect_uri": args["redirect_uri"],
+                                "challenge": args.get("code_challenge"),
+                                "scopes": args.get("scope", "").split(),
+                                "user": dict(self.lms.signed_in)}
+        query = urllib.parse.urlencode({"code": code, "state": args.get("state", "")})
+        self.redirect(f"{args['redirect_uri']}?{query}")
+
+
 class _Token(_Base):
     async def post(self) -> None:
         self.lms.token_requests += 1
         if await self.forced(self.lms.forced_token):
             return
         form = self.form()
+        if form.get("grant_type") == "authorization_code":
+            self.authorization_code(form)
+            return
         if (form.get("grant_type") != "client_credentials"
                 or form.get("client_id") != self.lms.client_id
                 or form.get("client_secret") != self.lms.client_secret):
@@ -320,6 +380,39 @@ class _Token(_Base):
         self.lms.valid_tokens.add(token)
         self.finish({"access_token": token, "token_type": "JWT",
                      "expires_in": self.lms.expires_in, "scope": "read write profile email"})
+
+
+    def authorization_code(self, form: dict[str, str]) -> None:
+        """The code's JWT, with the claims of protocols.md; PKCE honoured
+        when the code was asked for with a challenge."""
+        lms = self.lms
+        issued = lms.codes.pop(form.get("code", ""), None)
+        if form.get("client_id") != lms.console_client_id \
+                or form.get("client_secret") != lms.console_client_secret:
+            self.set_status(401)
+            self.finish({"error": "invalid_client"})
+            return
+        verifier = form.get("code_verifier", "")
+        if issued is None or issued["redirect_uri"] != form.get("redirect_uri") or (
+                issued["challenge"] and base64.urlsafe_b64encode(
+                    hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+                != issued["challenge"]):
+            self.set_status(400)
+            self.finish({"error": "invalid_grant"})
+            return
+        user, scopes = issued["user"], issued["scopes"]
+        claims = {"preferred_username": user["preferred_username"],
+                  "sub": hashlib.md5(user["preferred_username"].encode()).hexdigest(),
+                  "iss": f"{lms.url}/oauth2", "aud": "openedx",
+                  "exp": int(time.time()) + lms.expires_in, "iat": int(time.time()),
+                  "scopes": scopes, "email_verified": True}
+        if "email" in scopes:
+            claims["email"] = user["email"]
+        if "profile" in scopes:
+            claims.update(name=user["name"], administrator=user["administrator"],
+                          superuser=user["superuser"])
+        self.finish({"access_token": lms.jwt(claims), "token_type": "JWT",
+                     "expires_in": lms.expires_in, "scope": " ".join(scopes)})
 
 
 class _BulkEnroll(_Base):

@@ -192,6 +192,14 @@ def test_the_settings_become_a_valid_edx_hooks_configuration(tutor):
     [product] = cfg.products
     assert (product.sku, product.courses, product.mode) == ("BUNDLE", [COURSE, DS], "verified")
     assert (cfg.lms.max_calls_per_minute, cfg.retry.delay_seconds) == (0, 0.2)
+    # the web console is on by default under Tutor, with a cookie key kept
+    # between restarts
+    conf = tutor.config()
+    assert cfg.console.enabled and (cfg.console.client_id, cfg.console.client_secret) == (
+        "edx-hooks-console", conf["EDXHOOKS_CONSOLE_CLIENT_SECRET"])
+    assert cfg.console.cookie_secret == conf["EDXHOOKS_CONSOLE_COOKIE_SECRET"]
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", conf["EDXHOOKS_CONSOLE_COOKIE_SECRET"])
+    assert conf["EDXHOOKS_CONSOLE_CLIENT_SECRET"] != conf["EDXHOOKS_OAUTH2_CLIENT_SECRET"]
 
 
 def test_the_plugin_knows_every_storefront():
@@ -233,6 +241,20 @@ def test_the_grace_period_covers_a_longer_lms_timeout_and_https_is_public(tmp_pa
     [deployment] = [d for d in yaml.safe_load_all(t.read("k8s", "deployments.yml"))
                     if d and d["metadata"]["name"] == "edxhooks"]
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 165
+
+
+def test_the_console_can_be_turned_off(tmp_path):
+    t = Tutor(tmp_path)
+    t("config", "save")
+    t("plugins", "install", str(PLUGIN))
+    t("plugins", "enable", "edxhooks")
+    t("config", "save", "--set", "EDXHOOKS_CONSOLE=false",
+      "--set", "EDXHOOKS_SETTINGS={console: {staff_usernames: [helpdesk]}}")
+    env = {k: interpolated(v) for k, v in compose_service(t)["environment"].items()}
+    assert not any(k.startswith("EDX_HOOKS_CONSOLE_CLIENT") for k in env)
+    assert not config.load(None, {**image_environment(t), **env}).console.enabled
+    _, script = init_task(t)
+    assert "create_dot_application" in script and "authorization-code" not in script
 
 
 # -- the rendered files -----------------------------------------------------
@@ -359,7 +381,8 @@ elif command == "create_dot_application":
     else:
         verb = "Updated" if app else "Created"
         app = {"id": len(data["apps"]) + 1 if not app else app["id"], "grant_type": o.grant_type,
-               "client_id": o.client_id, "client_secret": o.client_secret, "public": o.public}
+               "client_id": o.client_id, "client_secret": o.client_secret, "public": o.public,
+               "redirect_uris": o.redirect_uris, "skip_authorization": o.skip_authorization}
         data["apps"][key] = app
         print(f"2026-11-30 12:00:00,000 INFO 7 [openedx.core.djangoapps.oauth_dispatch.management."
               f"commands.create_dot_application] {verb} {o.name} application with id: {app['id']}, "
@@ -380,6 +403,7 @@ def init_task(tutor: Tutor) -> tuple[str, str]:
     [(service, script)] = json.loads(proc.stdout)
     # Tutor prints the script as it runs it: the secret must not be in it
     assert tutor.config()["EDXHOOKS_OAUTH2_CLIENT_SECRET"] not in script
+    assert tutor.config()["EDXHOOKS_CONSOLE_CLIENT_SECRET"] not in script
     assert "/openedx/config/edxhooks-oauth2-client-secret" in script
     config_dir = tutor.root / "env" / "apps" / "openedx" / "config"
     return service, script.replace("/openedx/config/", f"{config_dir}/")
@@ -411,10 +435,13 @@ def test_init_makes_the_lms_user_and_client_idempotently_and_hides_the_secret(tu
     manage.write_text(f"#!{sys.executable}\n" + textwrap.dedent(MANAGE_PY))
     manage.chmod(manage.stat().st_mode | stat.S_IXUSR)
     secret = tutor.config()["EDXHOOKS_OAUTH2_CLIENT_SECRET"]
+    console_secret = tutor.config()["EDXHOOKS_CONSOLE_CLIENT_SECRET"]
     for run in range(2):  # `tutor local do init` again, and `launch` after an upgrade
         proc = run_init(script, tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert secret not in proc.stdout + proc.stderr
+        assert console_secret not in proc.stdout + proc.stderr
+        assert "the web console's OAuth2 application is ready" in proc.stdout
         assert "client_secret: <hidden>" in proc.stdout
         assert ("Updated" if run else "Created") + " edx-hooks application" in proc.stdout
     lms = json.loads((tmp_path / "lms.json").read_text())
@@ -423,7 +450,13 @@ def test_init_makes_the_lms_user_and_client_idempotently_and_hides_the_secret(tu
         "usable_password": False}}
     assert lms["apps"] == {"edx-hooks/edx-hooks": {
         "id": 1, "grant_type": "client-credentials", "client_id": "edx-hooks",
-        "client_secret": secret, "public": False}}
+        "client_secret": secret, "public": False, "redirect_uris": "",
+        "skip_authorization": False}, "edx-hooks/edx-hooks-console": {
+        # the console's sign-in: its callback on the LMS host, no approval asked
+        "id": 2, "grant_type": "authorization-code", "client_id": "edx-hooks-console",
+        "client_secret": console_secret, "public": False,
+        "redirect_uris": f"http://{LMS_HOST}/webhooks/console/signed-in",
+        "skip_authorization": True}}
 
 
 def test_init_fails_loudly_and_still_hides_the_secret(tutor, tmp_path):

@@ -17,7 +17,8 @@ It adds:
   ``EDXHOOKS_PIP_SPEC``;
 - ``/webhooks/*`` on the LMS host routed to it by Caddy;
 - the LMS side (``tutor local do init --limit=edxhooks``): a global-staff
-  service user, its client-credentials OAuth2 application, and the bulk
+  service user, its client-credentials OAuth2 application, the web console's
+  authorization-code application (callback on the LMS host), and the bulk
   enrollment view turned on.
 
 Settings (``tutor config save --set KEY=VALUE``; values are YAML):
@@ -37,6 +38,11 @@ Settings (``tutor config save --set KEY=VALUE``; values are YAML):
 - ``EDXHOOKS_SERVICE_USERNAME``, ``EDXHOOKS_SERVICE_EMAIL``,
   ``EDXHOOKS_OAUTH2_CLIENT_ID``, ``EDXHOOKS_OAUTH2_CLIENT_SECRET`` (generated
   once): the LMS user and OAuth2 client it calls the LMS as;
+- ``EDXHOOKS_CONSOLE`` (true): the staff's web console at
+  ``/webhooks/console/``; ``EDXHOOKS_CONSOLE_CLIENT_ID``,
+  ``EDXHOOKS_CONSOLE_CLIENT_SECRET`` and ``EDXHOOKS_CONSOLE_COOKIE_SECRET``
+  (generated once); who else may sign in: ``EDXHOOKS_SETTINGS``'s
+  ``{console: {staff_usernames: [...]}}``;
 - ``EDXHOOKS_DOCKER_IMAGE``, ``EDXHOOKS_PIP_SPEC``: the image and what it
   installs when no checkout is mounted.
 
@@ -85,9 +91,15 @@ hooks.Filters.CONFIG_DEFAULTS.add_items([
     ("EDXHOOKS_WOOCOMMERCE", []),
     ("EDXHOOKS_PRODUCTS", []),
     ("EDXHOOKS_SETTINGS", {}),
+    # the staff's web console at /webhooks/console/, signing in with Open edX
+    ("EDXHOOKS_CONSOLE", True),
+    ("EDXHOOKS_CONSOLE_CLIENT_ID", "edx-hooks-console"),
 ])
 hooks.Filters.CONFIG_UNIQUE.add_items([
     ("EDXHOOKS_OAUTH2_CLIENT_SECRET", "{{ 32|random_string }}"),
+    ("EDXHOOKS_CONSOLE_CLIENT_SECRET", "{{ 32|random_string }}"),
+    # kept between restarts, so that a restart does not sign the staff out
+    ("EDXHOOKS_CONSOLE_COOKIE_SECRET", "{{ 32|random_string }}"),
 ])
 
 
@@ -95,7 +107,8 @@ hooks.Filters.CONFIG_UNIQUE.add_items([
 #: the container's log depend on them (the OAuth2 client: EDXHOOKS_OAUTH2_*)
 RESERVED = {"server": {"address", "port", "xheaders"}, "database": {"url", "jobs_url"},
             "logging": {"stream", "syslog", "syslog_address"},
-            "lms": {"client_id", "client_secret"}}
+            "lms": {"client_id", "client_secret"},
+            "console": {"client_id", "client_secret"}}
 #: a stop's bound in edx-hooks: the deadline of a full batch's call,
 #: lms.connect_timeout_seconds + lms.timeout_seconds + lms.seconds_per_learner
 #: x lms.batch_size (5 + 10 + 1 x 20 s by default), + 5 s
@@ -123,6 +136,10 @@ def environment(config: dict[str, t.Any]) -> list[tuple[str, str]]:
         "EDX_HOOKS_SERVER_PUBLIC_URL":
             f"{'https' if config['ENABLE_HTTPS'] else 'http'}://{config['LMS_HOST']}",
     }
+    if config.get("EDXHOOKS_CONSOLE"):
+        env.update({"EDX_HOOKS_CONSOLE_CLIENT_ID": config["EDXHOOKS_CONSOLE_CLIENT_ID"],
+                    "EDX_HOOKS_CONSOLE_CLIENT_SECRET": config["EDXHOOKS_CONSOLE_CLIENT_SECRET"],
+                    "EDX_HOOKS_CONSOLE_COOKIE_SECRET": config["EDXHOOKS_CONSOLE_COOKIE_SECRET"]})
     for key, section in LISTS.items():
         tables = config[key]
         if not isinstance(tables, list) or not all(isinstance(x, dict) for x in tables):
@@ -184,7 +201,9 @@ def _text(value: t.Any) -> str:
 
 #: the Tutor settings environment() reads, in the order a template passes them
 ENVIRONMENT_KEYS = ("LMS_HOST", "ENABLE_HTTPS", "EDXHOOKS_OAUTH2_CLIENT_ID",
-                    "EDXHOOKS_OAUTH2_CLIENT_SECRET", *LISTS, "EDXHOOKS_SETTINGS")
+                    "EDXHOOKS_OAUTH2_CLIENT_SECRET", *LISTS, "EDXHOOKS_SETTINGS",
+                    "EDXHOOKS_CONSOLE", "EDXHOOKS_CONSOLE_CLIENT_ID",
+                    "EDXHOOKS_CONSOLE_CLIENT_SECRET", "EDXHOOKS_CONSOLE_COOKIE_SECRET")
 
 
 def _environment_of(*values: t.Any) -> list[tuple[str, str]]:
@@ -241,11 +260,14 @@ CMD ["edx-hooks", "serve"]
 #: container, where Tutor mounts this folder (a ConfigMap on Kubernetes):
 #: Tutor prints an init script as it runs it, so the secret is not in it.
 SECRET_FILE = "apps/openedx/config/edxhooks-oauth2-client-secret"
+#: the same, for the web console's authorization-code application
+CONSOLE_SECRET_FILE = "apps/openedx/config/edxhooks-console-client-secret"
 
 #: the templates, by path under their root (Tutor renders whole folders)
 TEMPLATES = {
     "edxhooks/build/edxhooks/Dockerfile": DOCKERFILE,
     SECRET_FILE: "{{ EDXHOOKS_OAUTH2_CLIENT_SECRET }}\n",
+    CONSOLE_SECRET_FILE: "{{ EDXHOOKS_CONSOLE_CLIENT_SECRET }}\n",
 }
 _templates = tempfile.mkdtemp(prefix="tutor-edxhooks-")
 atexit.register(shutil.rmtree, _templates, ignore_errors=True)
@@ -433,6 +455,17 @@ INIT_LMS = """\
 # edx-hooks' alone.
 ./manage.py lms manage_user {{ EDXHOOKS_SERVICE_USERNAME|edxhooks_shell }} \\
     {{ EDXHOOKS_SERVICE_EMAIL|edxhooks_shell }} --staff --unusable-password
+# create_dot_application logs the client secret (or its hash): neither gets
+# into this output, nor does the secret anywhere else (a traceback, say).
+edxhooks_hide() {
+    EDXHOOKS_HIDE="$edxhooks_secret" awk '{
+        s = ENVIRON["EDXHOOKS_HIDE"]; rest = $0; out = ""
+        while (s != "" && (i = index(rest, s)) > 0) {
+            out = out substr(rest, 1, i - 1) "<hidden>"; rest = substr(rest, i + length(s))
+        }
+        print out rest }' \
+    | sed -E 's/(client_secret:? *)[^ ,]+/\\1<hidden>/g'
+}
 edxhooks_secret=$(cat /openedx/config/""" + SECRET_FILE.rsplit("/", 1)[1] + """)
 edxhooks_status=0
 edxhooks_output=$(./manage.py lms create_dot_application --update \\
@@ -440,17 +473,25 @@ edxhooks_output=$(./manage.py lms create_dot_application --update \\
     --client-id {{ EDXHOOKS_OAUTH2_CLIENT_ID|edxhooks_shell }} \\
     --client-secret "$edxhooks_secret" \\
     edx-hooks {{ EDXHOOKS_SERVICE_USERNAME|edxhooks_shell }} 2>&1) || edxhooks_status=$?
-# The command logs the client secret (or its hash): neither gets into this
-# output, nor does the secret anywhere else (a traceback, say).
-printf '%s\\n' "$edxhooks_output" \\
-    | EDXHOOKS_HIDE="$edxhooks_secret" awk '{
-        s = ENVIRON["EDXHOOKS_HIDE"]; rest = $0; out = ""
-        while (s != "" && (i = index(rest, s)) > 0) {
-            out = out substr(rest, 1, i - 1) "<hidden>"; rest = substr(rest, i + length(s))
-        }
-        print out rest }' \\
-    | sed -E 's/(client_secret:? *)[^ ,]+/\\1<hidden>/g'
+printf '%s\\n' "$edxhooks_output" | edxhooks_hide
 if [ "$edxhooks_status" -ne 0 ]; then exit "$edxhooks_status"; fi
 echo "edx-hooks: its LMS user and OAuth2 client are ready"
+{% if EDXHOOKS_CONSOLE %}
+# The web console's sign-in: an authorization-code application whose
+# callback is on the LMS host; a signed-in user is not asked to approve.
+edxhooks_secret=$(cat /openedx/config/""" + CONSOLE_SECRET_FILE.rsplit("/", 1)[1] + """)
+edxhooks_status=0
+edxhooks_output=$(./manage.py lms create_dot_application --update \\
+    --grant-type authorization-code --skip-authorization \\
+    --redirect-uris {{ (("https" if ENABLE_HTTPS else "http") ~ "://" ~ LMS_HOST
+                        ~ "/webhooks/console/signed-in")|edxhooks_shell }} \\
+    --client-id {{ EDXHOOKS_CONSOLE_CLIENT_ID|edxhooks_shell }} \\
+    --client-secret "$edxhooks_secret" \\
+    edx-hooks-console {{ EDXHOOKS_SERVICE_USERNAME|edxhooks_shell }} 2>&1) \\
+    || edxhooks_status=$?
+printf '%s\\n' "$edxhooks_output" | edxhooks_hide
+if [ "$edxhooks_status" -ne 0 ]; then exit "$edxhooks_status"; fi
+echo "edx-hooks: the web console's OAuth2 application is ready"
+{% endif %}
 """
 hooks.Filters.CLI_DO_INIT_TASKS.add_item(("lms", INIT_LMS))

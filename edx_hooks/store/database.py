@@ -25,6 +25,8 @@ from .schema import (
     ENROLLED,
     FAILED,
     ITEMS_FOR_JOBS,
+    NOT_ENROLLED,
+    PENDING,
     SCHEDULED,
     UNENROLL_FAILED,
     UNENROLLED,
@@ -49,6 +51,7 @@ from .writes import (
     delete_rejected,
     mark_unconfirmed,
     prune,
+    record_action,
     record_enrolled,
     record_failed,
     record_many,
@@ -460,3 +463,163 @@ class Store:
         return {"pending": pending or 0, "failed": failed or 0, "unknown": unknown or 0,
                 "oldest_pending_seconds": round(age, 1), "awaiting_account": awaiting or 0,
                 "rejected_last_hour": rejected_count}
+
+    # -- reads for the web console: each bounded (a page, an aggregate over
+    # an indexed range), on the read engine, never through the writer
+
+    def _order_counts(self) -> Any:
+        """Each order with its items counted by state, and its state as
+        :func:`order_state` gives it, computed in SQL (so that a page of
+        orders in one state is one bounded query)."""
+        n = {name: sa.func.sum(sa.case((cond, 1), else_=0)) for name, cond in (
+            ("pending", items.c.state.in_(ACTIVE)),
+            ("failed", items.c.state.in_((FAILED, UNENROLL_FAILED))),
+            ("enrolled", items.c.state == ENROLLED),
+            ("unenrolled", items.c.state == UNENROLLED),
+            ("awaiting_account", items.c.state == AWAITING_ACCOUNT),
+            ("unknown", items.c.state == UNKNOWN))}
+        counts = (sa.select(items.c.order_id, sa.func.count().label("items"),
+                            *(v.label(k) for k, v in n.items()))
+                  .group_by(items.c.order_id).subquery())
+        c = {k: sa.func.coalesce(counts.c[k], 0) for k in ("items", *n)}
+        state = sa.case((c["items"] == 0, sa.func.coalesce(orders.c.hold, "empty")),
+                        (c["pending"] > 0, PENDING), (c["failed"] > 0, FAILED),
+                        (c["unknown"] > 0, UNKNOWN),
+                        (c["awaiting_account"] > 0, AWAITING_ACCOUNT),
+                        (c["enrolled"] > 0, ENROLLED), (c["unenrolled"] > 0, UNENROLLED),
+                        else_=NOT_ENROLLED)
+        return (sa.select(orders, *(v.label(k) for k, v in c.items()), state.label("state"))
+                .outerjoin(counts, counts.c.order_id == orders.c.id))
+
+    async def order_page(self, *, state: str | None = None, shop: str | None = None,
+                         since: dt.datetime | None = None, until: dt.datetime | None = None,
+                         search: str | None = None, offset: int = 0,
+                         limit: int = 50) -> list[dict[str, Any]]:
+        """One page of orders, newest first: in ``state`` (an order's, as
+        ``edx-hooks orders --state``), from ``shop``, received in [since,
+        until), whose name or number is ``search`` or one of whose learners'
+        email contains it. ``limit + 1`` rows are read, so the caller knows
+        whether there is a next page."""
+        rows = self._order_counts().subquery()
+        query = sa.select(rows)
+        if state:
+            query = query.where(rows.c.state == state)
+        if shop:
+            query = query.where(rows.c.shop == shop)
+        if since is not None:
+            query = query.where(rows.c.created_at >= since)
+        if until is not None:
+            query = query.where(rows.c.created_at < until)
+        if search:
+            term = search.strip()
+            bare = term.lstrip("#")
+            by_learner = sa.select(items.c.order_id).where(
+                items.c.email.ilike(f"%{_like(term)}%", escape="\\"))
+            query = query.where(sa.or_(rows.c.external_id == bare, rows.c.name == term,
+                                       rows.c.name == f"#{bare}", rows.c.id.in_(by_learner)))
+        query = query.order_by(rows.c.created_at.desc(), rows.c.id.desc()) \
+            .offset(offset).limit(limit + 1)
+        return await self._all(query)
+
+    async def shops(self) -> list[tuple[str, str]]:
+        """The (provider, shop) pairs orders came from."""
+        async with self.engine.connect() as conn:
+            return [tuple(r) for r in (await conn.execute(
+                sa.select(orders.c.provider, orders.c.shop).distinct()
+                .order_by(orders.c.provider, orders.c.shop).limit(200))).all()]
+
+    async def overview(self, now: dt.datetime, awaiting_days: float = 7.0
+                       ) -> dict[str, Any]:
+        """What the console's first page shows: orders and line items per
+        state received in the last day and week; what needs a human (failed
+        and unknown items, items awaiting an account for over
+        ``awaiting_days``, deliveries rejected in the last week); the last
+        delivery accepted from each shop in the last 30 days."""
+        day, week = now - dt.timedelta(days=1), now - dt.timedelta(days=7)
+        result: dict[str, Any] = {}
+        async with self.engine.connect() as conn:
+            rows = self._order_counts().where(orders.c.created_at >= week).subquery()
+            found = await conn.execute(
+                sa.select(rows.c.state, sa.func.count(),
+                          sa.func.sum(sa.case((rows.c.created_at >= day, 1), else_=0)))
+                .group_by(rows.c.state))
+            result["orders"] = {s: (d or 0, w) for s, w, d in found.all()}
+            found = await conn.execute(
+                sa.select(items.c.state, sa.func.count(),
+                          sa.func.sum(sa.case((items.c.created_at >= day, 1), else_=0)))
+                .where(items.c.created_at >= week).group_by(items.c.state))
+            result["items"] = {s: (d or 0, w) for s, w, d in found.all()}
+            long_ago = now - dt.timedelta(days=awaiting_days)
+            found = await conn.execute(sa.select(
+                sa.func.sum(sa.case((items.c.state.in_((FAILED, UNENROLL_FAILED)), 1),
+                                    else_=0)),
+                sa.func.sum(sa.case((items.c.state == UNKNOWN, 1), else_=0)),
+                sa.func.sum(sa.case((sa.and_(items.c.state == AWAITING_ACCOUNT,
+                                             items.c.created_at < long_ago), 1), else_=0)))
+                .where(items.c.state.in_((FAILED, UNENROLL_FAILED, UNKNOWN,
+                                          AWAITING_ACCOUNT))))
+            failed, unknown, awaiting = found.one()
+            rejected = (await conn.execute(sa.select(sa.func.count()).where(
+                deliveries.c.received_at >= week, deliveries.c.status >= 300))).scalar_one()
+            result["attention"] = {"failed": failed or 0, "unknown": unknown or 0,
+                                   "awaiting": awaiting or 0, "rejected": rejected}
+            found = await conn.execute(
+                sa.select(deliveries.c.provider, deliveries.c.shop,
+                          sa.func.max(deliveries.c.received_at))
+                .where(deliveries.c.received_at >= now - dt.timedelta(days=30),
+                       deliveries.c.status < 300, deliveries.c.shop.is_not(None),
+                       ~deliveries.c.endpoint.startswith("CONSOLE "))
+                .group_by(deliveries.c.provider, deliveries.c.shop)
+                .order_by(deliveries.c.provider, deliveries.c.shop).limit(100))
+            result["shops"] = [tuple(r) for r in found.all()]
+        return result
+
+    async def order_with_deliveries(self, order_id: int, body_limit: int = 65536
+                                    ) -> dict[str, Any] | None:
+        """One order by its row id, with its line items, its refunds and
+        cancellations, and every delivery with its headers and (the first
+        ``body_limit`` bytes of) its body; at most 200 of each."""
+        found = await self._all(sa.select(orders).where(orders.c.id == order_id))
+        if not found:
+            return None
+        order = found[0]
+        order["items"] = await self._all(
+            sa.select(items).where(items.c.order_id == order_id).order_by(items.c.id).limit(200))
+        order["deliveries"] = await self._all(
+            sa.select(deliveries.c.id, deliveries.c.received_at, deliveries.c.client_ip,
+                      deliveries.c.endpoint, deliveries.c.status, deliveries.c.reason,
+                      deliveries.c.headers, deliveries.c.body_size, deliveries.c.pruned_at,
+                      sa.func.length(deliveries.c.body).label("kept"),
+                      sa.func.substr(deliveries.c.body, 1, body_limit).label("body"))
+            .where(deliveries.c.order_id == order_id).order_by(deliveries.c.id).limit(200))
+        order["unenroll_requests"] = await self._all(
+            sa.select(unenroll_requests.c.line_item_id, unenroll_requests.c.why,
+                      unenroll_requests.c.delivery_id, unenroll_requests.c.requested_at,
+                      unenroll_requests.c.lifted_at)
+            .where(unenroll_requests.c.provider == order["provider"],
+                   unenroll_requests.c.shop == order["shop"],
+                   unenroll_requests.c.order_external_id == order["external_id"])
+            .order_by(unenroll_requests.c.id).limit(200))
+        return order
+
+    async def rejected_page(self, offset: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+        """Rejected deliveries, newest first, without their bodies (``limit
+        + 1`` rows, as :meth:`order_page`)."""
+        return await self._all(
+            sa.select(deliveries.c.id, deliveries.c.provider, deliveries.c.endpoint,
+                      deliveries.c.received_at, deliveries.c.client_ip, deliveries.c.status,
+                      deliveries.c.reason, deliveries.c.shop, deliveries.c.body_size,
+                      deliveries.c.pruned_at, sa.func.length(deliveries.c.body).label("kept"))
+            .where(deliveries.c.status >= 300)
+            .order_by(deliveries.c.received_at.desc(), deliveries.c.id.desc())
+            .offset(offset).limit(limit + 1))
+
+    async def record_action(self, delivery: NewDelivery, order_id: int) -> int:
+        """Keep a staff member's action on an order (the console's retry) in
+        its story, as a delivery row of its own (``CONSOLE ...``)."""
+        return await self._submit(record_action, delivery, order_id)
+
+
+def _like(term: str) -> str:
+    """``term`` for a LIKE pattern: its wildcards matched as themselves."""
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -444,3 +444,14 @@ def set_mark(conn: Connection, provider: str, shop: str, watermark: dt.datetime)
                     .values(watermark=watermark, updated_at=now)).rowcount == 0:
         conn.execute(reconcile_marks.insert().values(provider=provider, shop=shop,
                                                      watermark=watermark, updated_at=now))
+
+
+@each
+def record_action(conn: Connection, delivery: NewDelivery, order_id: int) -> int:
+    """A staff member's action on an order, kept among its deliveries."""
+    return conn.execute(deliveries.insert().values(
+        provider=delivery.provider, endpoint=delivery.endpoint[:200],
+        received_at=delivery.received_at, client_ip=delivery.client_ip,
+        headers=json.dumps(delivery.headers), body=delivery.body,
+        body_size=delivery.body_size, status=delivery.status, reason=delivery.reason[:200],
+        shop=delivery.shop, order_id=order_id)).inserted_primary_key[0]
