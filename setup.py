@@ -20,6 +20,10 @@ setup(
     # the schema revisions, read by Alembic at start-up
     package_data={"edx_hooks.store": ["migrations/*.py", "migrations/*.mako",
                                       "migrations/*.ini", "migrations/versions/*.py"]},
+    # the systemd unit and the nginx include, for the Ansible role to take from
+    # the installed package (<venv>/share/edx-hooks/...): no copy to drift
+    data_files=[("share/edx-hooks/systemd", ["systemd/edx-hooks.service"]),
+                ("share/edx-hooks/nginx", ["conf/nginx/edx-hooks.conf"])],
     install_requires=[
         "tornado>=6.2,<7",
         "apscheduler>=3.10,<4",
