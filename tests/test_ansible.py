@@ -81,7 +81,7 @@ def test_every_variable_is_in_the_specs_the_defaults_and_the_readme():
         and p.parent.name in ("tasks", "handlers", "templates"))))
     derived = set(yaml.safe_load((ROLE / "vars" / "main.yml").read_text()))
     registered = {"edx_hooks_venv_made", "edx_hooks_pip", "edx_hooks_check",
-                  "edx_hooks_health", "edx_hooks_nginx_shipped", "edx_hooks_lms"}
+                  "edx_hooks_health", "edx_hooks_nginx_shipped"}
     assert used - derived - registered <= set(specs), "a variable the specs do not describe"
 
 
