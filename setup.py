@@ -22,6 +22,10 @@ setup(
                                       "migrations/*.ini", "migrations/versions/*.py"],
                   # the web console's pages and stylesheet
                   "edx_hooks.console": ["templates/*.html", "static/*.css"]},
+    # the systemd unit and the nginx include, for the Ansible role to take from
+    # the installed package (<venv>/share/edx-hooks/...): no copy to drift
+    data_files=[("share/edx-hooks/systemd", ["systemd/edx-hooks.service"]),
+                ("share/edx-hooks/nginx", ["conf/nginx/edx-hooks.conf"])],
     install_requires=[
         "tornado>=6.2,<7",
         "apscheduler>=3.10,<4",
