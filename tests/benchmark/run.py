@@ -13,6 +13,13 @@ Tornado handler that verifies the HMAC, parses the JSON and commits one row.
     python -m tests.benchmark.run --scenario all          # the README's figures
     python -m tests.benchmark.run --scenario accept --requests 20000
     python -m tests.benchmark.run --scenario e2e --requests 50 --json   # smoke test
+    python -m tests.benchmark.run --scenario sustained    # 3,000 orders over 3 minutes
+    python -m tests.benchmark.run --against f1a93c5 --rounds 4   # paired with 0.1.0
+
+Every report has the service's CPU time per accepted order (utime + stime
+while the orders are sent), the steadier figure on a shared machine.
+``--against`` pairs this checkout with another version in alternating
+rounds, each beside the bare yardstick, and prints medians and ranges.
 
 Not collected as a test; the suite runs it once with a small N.
 """
