@@ -29,6 +29,8 @@ class Catalog:
                 and (item.failure or "").startswith("no learner email"):  # not malformed
             return [self.without_learner(item)]
         if product is None:
+            if item.mode == self.default_mode:  # the common case: nothing to change
+                return [item]
             return [dataclasses.replace(item, mode=self.default_mode)]
         mode = product.mode or self.default_mode
         return [dataclasses.replace(item, course_id=course, mode=mode, part=n, sku_problem=None)

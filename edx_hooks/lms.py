@@ -20,6 +20,7 @@ keeps the HTTP status and the LMS's own words as data, as HTTPX's
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import json
 import logging
@@ -207,27 +208,62 @@ def _drop_outcome(future: asyncio.Future) -> None:
 
 
 class Pacer:
-    """Spaces calls evenly: at most ``per_minute`` a minute, never in bursts.
+    """At most ``per_minute`` calls in any ``window`` seconds (60: a minute),
+    counted as the LMS's throttle counts them: a sliding window.
 
-    The LMS counts enrollment calls over a sliding minute (about 120 for a
-    staff user) and answers 429 beyond; an even pace below that keeps a
-    flash sale from ever being throttled. ``per_minute = 0`` turns it off.
-    A 429 pushes every waiting call back by its Retry-After.
+    The LMS (DRF's ``UserRateThrottle``) keeps the times of the calls it
+    accepted over the last window and answers 429 beyond its rate (about 120
+    a minute for a staff user). A burst therefore goes at once, up to
+    ``per_minute`` calls; the next call waits until the oldest of the last
+    ``per_minute`` is ``window`` (plus ``margin``) old, so a long sale never
+    meets a 429. ``margin`` (default: 1 s, or an eighth of a shorter window)
+    covers the time a call takes to reach the LMS, which stamps it on
+    arrival. ``per_minute = 0``: unpaced. A 429 pushes every waiting call
+    back by its Retry-After (:meth:`back_off`), paced or not.
+
+    ``clock`` and ``sleep`` are injectable: :meth:`reserve` is pure
+    arithmetic on the clock, and a test can use a window of seconds.
     """
 
-    def __init__(self, per_minute: int):
-        self.interval = 60.0 / per_minute if per_minute else 0.0
-        self._next = 0.0
+    def __init__(self, per_minute: int, window: float = 60.0, *,
+                 margin: float | None = None, clock=time.monotonic, sleep=asyncio.sleep):
+        self.limit = per_minute
+        self.window = window
+        self.margin = min(1.0, window / 8) if margin is None else margin
+        self.clock = clock
+        self.sleep = sleep
+        #: the times of the last ``limit`` turns given, oldest first (never
+        #: decreasing: each turn is at or after the one before)
+        self._turns: collections.deque[float] = collections.deque()
+        self._blocked_until = 0.0
+
+    def reserve(self) -> float:
+        """Take the next turn; the seconds until it comes (0: now)."""
+        now = self.clock()
+        turn = max(now, self._blocked_until)
+        if self.limit:
+            if len(self._turns) >= self.limit:
+                turn = max(turn, self._turns.popleft() + self.window + self.margin)
+            self._turns.append(turn)
+        return turn - now
 
     async def wait(self) -> None:
-        now = time.monotonic()
-        slot = max(now, self._next)
-        self._next = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        """Wait for this call's turn (and past any Retry-After that came
+        meanwhile)."""
+        delay = self.reserve()
+        while delay > 0:
+            await self.sleep(delay)
+            delay = self._blocked_until - self.clock()
 
     def back_off(self, seconds: float) -> None:
-        self._next = max(self._next, time.monotonic() + seconds)
+        """The LMS said 429, Retry-After ``seconds``: no call before then,
+        whether it is still to come or already waiting its turn."""
+        now = self.clock()
+        until = now + seconds
+        if until > self._blocked_until:
+            self._blocked_until = until  # the turns still to come move with it
+            self._turns = collections.deque(max(t, until) if t > now else t
+                                            for t in self._turns)
 
 
 #: what a refusal of bulk_enroll means, by status

@@ -11,6 +11,7 @@ import re
 import pytest
 
 from edx_hooks.batches import reason
+from edx_hooks.lms import Pacer
 
 from .conftest import (
     COURSE,
@@ -149,9 +150,9 @@ async def test_a_refund_while_a_retry_waits_for_its_batch_unenrolls_a_timed_out_
     and the learner is unenrolled, in case."""
     from edx_hooks import jobs
     lms.forced.append(Forced(status=200, hang=30, body="{}"))
-    await harness.start(shopify={"unenroll_on_refund": True},
-                        lms={"timeout_seconds": 0.5, "max_calls_per_minute": 20},  # 3 s apart
-                        retry={"delay_seconds": 0.1})
+    service = await harness.start(shopify={"unenroll_on_refund": True},
+                                  lms={"timeout_seconds": 0.5}, retry={"delay_seconds": 0.1})
+    service.lms.pacer = Pacer(1, window=3.0)  # a call in any 3 s
     line = line_item(email="maybe@example.org")
     order = shopify_order(line)
     await harness.shopify(order)
@@ -167,7 +168,8 @@ async def test_a_refund_while_a_retry_waits_for_its_batch_unenrolls_a_timed_out_
 @pytest.mark.gen_test(timeout=60)
 async def test_a_refund_while_waiting_for_its_batch_is_never_sent(harness, lms):
     from edx_hooks import jobs
-    await harness.start(lms={"max_calls_per_minute": 20})  # a call every 3 s
+    service = await harness.start()
+    service.lms.pacer = Pacer(1, window=3.0)  # a call in any 3 s
     first = shopify_order(line_item(email="first@example.org"))
     await harness.shopify(first)
     await until(lambda: lms.calls)
@@ -183,7 +185,8 @@ async def test_a_refund_while_waiting_for_its_batch_is_never_sent(harness, lms):
 
 @pytest.mark.gen_test(timeout=60)
 async def test_orders_arriving_while_a_call_waits_its_turn_share_the_next(harness, lms):
-    await harness.start(lms={"max_calls_per_minute": 15})  # a call every 4 s
+    service = await harness.start()
+    service.lms.pacer = Pacer(1, window=4.0)  # a call in any 4 s
     first = shopify_order(line_item(email="first@example.org"))
     await harness.shopify(first)
     await until(lambda: lms.calls)  # the first call went at once; the next in 4 s

@@ -70,8 +70,9 @@ async def test_sigterm_during_calls_makes_exactly_one_call_per_item(harness, lms
 
 @pytest.mark.gen_test(timeout=120)
 async def test_sigterm_while_jobs_wait_for_their_paced_turn(harness, lms, serve):
-    # one call every half second, two learners a call at most
-    service = serve(lms={"max_calls_per_minute": 120, "batch_size": 2})
+    # two calls a minute, two learners a call at most: the first two calls
+    # go at once, the others wait a minute
+    service = serve(lms={"max_calls_per_minute": 2, "batch_size": 2})
     await service.start()
     orders = [shopify_order(line_item(email=f"paced{n}@example.org")) for n in range(12)]
     # all at once: sent one by one, a slow machine would let the calls keep up
@@ -82,6 +83,8 @@ async def test_sigterm_while_jobs_wait_for_their_paced_turn(harness, lms, serve)
     answered = len(lms.learners())
     assert answered < 12
     assert not service.lines("items.interrupted")
+    # the next start (unpaced, not to wait out the minute) resumes the rest
+    service = serve(lms={"max_calls_per_minute": 0, "batch_size": 2})
     await service.start()
     await until(lambda: all(i["state"] == "enrolled" for i in harness.items()), timeout=30)
     await service.quiet()

@@ -11,6 +11,7 @@ import signal
 import pytest
 
 from edx_hooks import scheduler
+from edx_hooks.lms import Pacer
 from edx_hooks.store import utcnow
 
 from .conftest import (
@@ -269,12 +270,13 @@ async def test_a_refund_during_an_account_check_is_not_pushed_back(harness, lms)
 @pytest.mark.gen_test(timeout=60)
 async def test_both_apis_share_one_throttle_that_default_pacing_never_exceeds(harness, lms):
     # the LMS's bucket scaled down: 4 calls in 2 s is its 120 a minute; the
-    # default pacing (100 a minute) scaled the same: 1.67 a second. One
+    # default pacing (100 a minute) scaled the same: 3 calls in 2 s. One
     # learner a call: 8 calls, which unpaced the bucket refuses in part.
     lms.throttle = (4, 2.0)
     for n in range(4):
         lms.register(f"v{n}@example.org", active=True)
-    await harness.start(products=CATALOG, lms={"max_calls_per_minute": 100, "batch_size": 1})
+    service = await harness.start(products=CATALOG, lms={"batch_size": 1})
+    service.lms.pacer = Pacer(3, window=2.0)
     for n in range(4):
         await harness.shopify(shopify_order(line_item(email=f"a{n}@example.org"),
                                             line_item(sku="PY-CERT", email=f"v{n}@example.org")))

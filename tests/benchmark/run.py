@@ -13,6 +13,13 @@ Tornado handler that verifies the HMAC, parses the JSON and commits one row.
     python -m tests.benchmark.run --scenario all          # the README's figures
     python -m tests.benchmark.run --scenario accept --requests 20000
     python -m tests.benchmark.run --scenario e2e --requests 50 --json   # smoke test
+    python -m tests.benchmark.run --scenario sustained    # 3,000 orders over 3 minutes
+    python -m tests.benchmark.run --against f1a93c5 --rounds 4   # paired with 0.1.0
+
+Every report has the service's CPU time per accepted order (utime + stime
+while the orders are sent), the steadier figure on a shared machine.
+``--against`` pairs this checkout with another version in alternating
+rounds, each beside the bare yardstick, and prints medians and ranges.
 
 Not collected as a test; the suite runs it once with a small N.
 """
@@ -31,6 +38,8 @@ import platform
 import shutil
 import socket
 import sqlite3
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,16 +55,22 @@ SERVICE_CORE, LOAD_CORE = 0, 1
 SCENARIOS = {
     # name: (requests, concurrency, LMS latency s, pacing per minute or None=default,
     #        LMS up, wait for every enrollment, courses the orders are spread over,
-    #        the LMS's throttle as (calls, seconds) or None)
-    "accept": (5000, 16, 0.0, None, True, False, 1, None),
-    "bare": (5000, 16, 0.0, None, True, False, 1, None),
-    "slow-lms": (3000, 16, 2.0, None, True, False, 1, None),
-    "lms-down": (3000, 16, 0.0, None, False, False, 1, None),
-    "e2e": (1000, 16, 0.03, 0, True, True, 1, None),
+    #        the LMS's throttle as (calls, seconds) or None,
+    #        seconds the orders are spread over, evenly: 0 = as fast as possible)
+    "accept": (5000, 16, 0.0, None, True, False, 1, None, 0),
+    "bare": (5000, 16, 0.0, None, True, False, 1, None, 0),
+    "slow-lms": (3000, 16, 2.0, None, True, False, 1, None, 0),
+    "lms-down": (3000, 16, 0.0, None, False, False, 1, None, 0),
+    "e2e": (1000, 16, 0.03, 0, True, True, 1, None, 0),
     # a flash sale: 500 orders over 5 courses, the LMS throttling the staff
     # user at 120 calls a minute (Retry-After), edx-hooks on its defaults
-    "flash": (500, 16, 0.03, None, True, True, 5, (120, 60.0)),
+    "flash": (500, 16, 0.03, None, True, True, 5, (120, 60.0), 0),
+    # a long sale: 3,000 orders arriving evenly over 3 minutes, otherwise as
+    # flash (not in "all": it takes 3 minutes)
+    "sustained": (3000, 16, 0.03, None, True, True, 5, (120, 60.0), 180),
 }
+#: what --scenario all runs
+ALL = ["accept", "bare", "slow-lms", "lms-down", "e2e", "flash"]
 
 
 def free_port() -> int:
@@ -136,16 +151,22 @@ def signed_requests(count: int, items: int, port: int, courses: int = 1) -> list
     return out
 
 
-async def send_all(port: int, requests: list[bytes], concurrency: int) -> dict:
-    """Send every request over ``concurrency`` keep-alive connections."""
+async def send_all(port: int, requests: list[bytes], concurrency: int,
+                   spread: float = 0.0) -> dict:
+    """Send every request over ``concurrency`` keep-alive connections; with
+    ``spread``, the n-th no sooner than ``n * spread / len(requests)`` s
+    after the first."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    queue = iter(requests)
+    queue = iter(enumerate(requests))
+    gap = spread / len(requests) if requests else 0.0
 
     async def worker() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            for request in queue:
+            for n, request in queue:
+                if gap:
+                    await asyncio.sleep(max(0.0, began + n * gap - time.perf_counter()))
                 start = time.perf_counter()
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -160,7 +181,7 @@ async def send_all(port: int, requests: list[bytes], concurrency: int) -> dict:
         finally:
             writer.close()
 
-    start = time.perf_counter()
+    start = began = time.perf_counter()
     await asyncio.gather(*[worker() for _ in range(concurrency)])
     elapsed = time.perf_counter() - start
     latencies.sort()
@@ -245,9 +266,15 @@ def enrollment_progress(db: Path) -> tuple[int, int, float | None]:
 async def run_scenario(name: str, requests: int, concurrency: int, items: int,
                        latency: float, pacing: int | None, lms_up: bool,
                        wait_all: bool, workdir: Path, logs: Path, courses: int = 1,
-                       throttle: tuple[int, float] | None = None) -> dict:
+                       throttle: tuple[int, float] | None = None,
+                       spread: float = 0.0, python: str | None = None) -> dict:
+    """One scenario. ``python``: the interpreter of another version's venv
+    (``--against``) to run the service with, instead of this checkout."""
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
+    # the other version imports its own edx_hooks, never this checkout's
+    service_env = env if python is None else {
+        k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     lms_port, port = free_port(), free_port()
     db = workdir / f"{name}.db"
     lms = Process(f"{name}-lms", [sys.executable, "-m", "tests.standin_lms", "--port",
@@ -266,21 +293,27 @@ async def run_scenario(name: str, requests: int, concurrency: int, items: int,
             f'[lms]\nbase_url = "http://127.0.0.1:{lms_port}"\nclient_id = "edx-hooks"\n'
             f'client_secret = "{LMS_SECRET}"\n{pace}'
             f'[shopify]\nshop_domain = "{SHOP}"\nsecret = "{SECRET}"\n')
-        service = Process(name, [sys.executable, "-m", "edx_hooks", "serve", "--config",
-                                 str(config)], SERVICE_CORE, workdir, logs, env)
+        service = Process(name, [python or sys.executable, "-m", "edx_hooks", "serve",
+                                 "--config", str(config)], SERVICE_CORE, workdir, logs,
+                          service_env)
     payloads = signed_requests(requests, items, port, courses)
     try:
         if lms_up:
             await lms.start("stand-in LMS on")
         await service.start("service.started")
         cpu_before = service.cpu_seconds()
-        report = await send_all(port, payloads, concurrency)
-        report["service_cpu_share"] = (service.cpu_seconds() - cpu_before) / report["seconds"]
+        report = await send_all(port, payloads, concurrency, spread)
+        cpu = service.cpu_seconds() - cpu_before
+        report["service_cpu_share"] = cpu / report["seconds"]
+        # the steadier figure on a shared machine: the service's own CPU time
+        # (utime + stime) per accepted order, while they were sent
+        report["cpu_ms_per_accepted"] = (cpu * 1000 / report["statuses"][200]
+                                         if report["statuses"].get(200) else None)
         report.update(scenario=name, concurrency=concurrency, items_per_order=items,
                       lms_latency_s=latency, lms_up=lms_up, courses=courses,
                       lms_throttle=f"{throttle[0]} calls per {throttle[1]:g} s"
                       if throttle else None,
-                      pacing_per_minute=100 if pacing is None else pacing)
+                      pacing_per_minute=100 if pacing is None else pacing, spread_s=spread)
         if name != "bare":
             deadline = time.monotonic() + (120 if wait_all else 0)
             while True:
@@ -302,6 +335,101 @@ async def run_scenario(name: str, requests: int, concurrency: int, items: int,
         await service.stop()
         await lms.stop()
     return report
+
+
+def against_python(ref: str) -> tuple[str, str]:
+    """The interpreter of the version to pair with, and its label. ``ref``: a
+    venv (a directory with bin/python and edx_hooks installed), or a git ref
+    of this repository, exported with ``git archive`` and installed into a
+    venv under the system's temporary directory (kept for the next run; never
+    inside the repository)."""
+    path = Path(ref)
+    if (path / "bin" / "python").exists():
+        return str(path / "bin" / "python"), str(path)
+    root = Path(__file__).resolve().parents[2]
+    sha = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=root,
+                         check=True, capture_output=True, text=True).stdout.strip()
+    home = Path(tempfile.gettempdir()) / f"edx-hooks-against-{sha[:12]}"
+    python = home / "venv" / "bin" / "python"
+    if not (home / "ready").exists():
+        shutil.rmtree(home, ignore_errors=True)
+        (home / "src").mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=root, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(home / "src")], input=archive, check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(home / "venv")], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", str(home / "src")],
+                       check=True, stdout=subprocess.DEVNULL)
+        (home / "ready").write_text(sha + "\n")
+    return str(python), f"{ref} ({sha[:7]})"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+async def paired(args: argparse.Namespace) -> dict:
+    """``--against``: rounds of bare, this checkout and the other version,
+    the two versions' order alternating from round to round."""
+    python, label = against_python(args.against)
+    spec = SCENARIOS[args.scenario]
+    bare_spec = SCENARIOS["bare"]
+    rounds = []
+    with tempfile.TemporaryDirectory(prefix="edx-hooks-bench-") as tmp:
+
+        async def one(name: str, version: str, py: str | None, n: int) -> dict:
+            s = bare_spec if name == "bare" else spec
+            workdir = Path(tmp) / f"{version}-{n}"
+            workdir.mkdir()
+            report = await run_scenario(
+                name, args.requests or s[0], args.concurrency or s[1], args.items,
+                s[2] if args.lms_latency is None else args.lms_latency,
+                s[3] if args.pacing is None else args.pacing, s[4], False, workdir,
+                args.logs or workdir, s[6], s[7], 0.0, python=py)
+            report["version"] = version
+            if not args.json:
+                print(f"round {n + 1} {version:6}", end=" ", flush=True)
+                show(report)
+            return report
+
+        for n in range(args.rounds):
+            versions = [("this", None), ("other", python)]
+            if n % 2:
+                versions.reverse()
+            bare = await one("bare", "bare", None, n)
+            a = await one(args.scenario, *versions[0], n)
+            b = await one(args.scenario, *versions[1], n)
+            by = {r["version"]: r for r in (a, b)}
+            rounds.append({"bare": bare, "this": by["this"], "other": by["other"]})
+
+    def ratios(f) -> list[float]:
+        return [f(r) for r in rounds]
+
+    summary = {
+        "against": label, "rounds": len(rounds),
+        "this_per_second": ratios(lambda r: r["this"]["accepted_per_second"]),
+        "other_per_second": ratios(lambda r: r["other"]["accepted_per_second"]),
+        "bare_per_second": ratios(lambda r: r["bare"]["accepted_per_second"]),
+        "this_cpu_ms": ratios(lambda r: r["this"]["cpu_ms_per_accepted"]),
+        "other_cpu_ms": ratios(lambda r: r["other"]["cpu_ms_per_accepted"]),
+        "bare_cpu_ms": ratios(lambda r: r["bare"]["cpu_ms_per_accepted"]),
+        "this_over_bare": ratios(lambda r: r["this"]["accepted_per_second"]
+                                 / r["bare"]["accepted_per_second"]),
+        "other_over_bare": ratios(lambda r: r["other"]["accepted_per_second"]
+                                  / r["bare"]["accepted_per_second"]),
+        "this_over_other": ratios(lambda r: r["this"]["accepted_per_second"]
+                                  / r["other"]["accepted_per_second"]),
+        "cpu_this_over_other": ratios(lambda r: r["this"]["cpu_ms_per_accepted"]
+                                      / r["other"]["cpu_ms_per_accepted"]),
+    }
+    summary["medians"] = {k: median(v) for k, v in summary.items() if isinstance(v, list)}
+    if not args.json:
+        print(f"paired with {label}, {len(rounds)} rounds (medians; range):")
+        for key, values in summary.items():
+            if isinstance(values, list):
+                print(f"  {key:20} {median(values):8.3f}   "
+                      f"({min(values):.3f} to {max(values):.3f})")
+    return {"rounds": rounds, "summary": summary}
 
 
 def machine() -> str:
@@ -333,17 +461,18 @@ def show(report: dict) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> list[dict]:
-    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    names = ALL if args.scenario == "all" else [args.scenario]
     reports = []
     with tempfile.TemporaryDirectory(prefix="edx-hooks-bench-") as tmp:
         for name in names:
             (requests, concurrency, latency, pacing, lms_up, wait_all, courses,
-             throttle) = SCENARIOS[name]
+             throttle, spread) = SCENARIOS[name]
             report = await run_scenario(
                 name, args.requests or requests, args.concurrency or concurrency,
                 args.items, latency if args.lms_latency is None else args.lms_latency,
                 pacing if args.pacing is None else args.pacing, lms_up, wait_all, Path(tmp),
-                args.logs or Path(tmp), courses, throttle)
+                args.logs or Path(tmp), courses, throttle,
+                spread if args.spread is None else args.spread)
             reports.append(report)
             if not args.json:
                 show(report)
@@ -363,6 +492,16 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1, help="line items per order")
     parser.add_argument("--lms-latency", type=float, help="seconds the LMS takes to answer")
     parser.add_argument("--pacing", type=int, help="lms.max_calls_per_minute (0 = off)")
+    parser.add_argument("--spread", type=float, metavar="SECONDS",
+                        help="send the orders evenly over this long (default: per scenario; "
+                             "0 = as fast as possible)")
+    parser.add_argument("--against", metavar="REF_OR_VENV",
+                        help="pair this checkout with another version (a git ref, or a venv "
+                             "with edx_hooks installed): rounds of the scenario (accept by "
+                             "default), each with the bare yardstick, the two versions' order "
+                             "alternating; reports throughput and the service's CPU time per "
+                             "accepted order, and their ratios")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds with --against")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
     parser.add_argument("--logs", type=Path, metavar="DIR",
                         help="keep each process's log in DIR (default: a scratch directory "
@@ -374,6 +513,13 @@ def main() -> None:
         os.sched_setaffinity(0, {LOAD_CORE})
     if not args.json:
         print(machine(), flush=True)
+    if args.against:
+        if args.scenario in ("all", "bare"):
+            parser.error("--against pairs one scenario (accept by default) with bare")
+        result = asyncio.run(paired(args))
+        if args.json:
+            print(json.dumps({"machine": machine(), **result}, indent=2))
+        return
     reports = asyncio.run(main_async(args))
     if args.json:
         print(json.dumps({"machine": machine(), "reports": reports}, indent=2))
