@@ -32,15 +32,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from . import logs
-from .lms import (
+from .errors import (  # Withdrawn re-exported: jobs catches batches.Withdrawn
     Halted,
-    LMSClient,
     LMSError,
     OutcomeUnknown,
     PermanentError,
     TransientError,
-    is_email,
+    Withdrawn,
 )
+from .lms import LMSClient, is_email
 
 log = logging.getLogger("edx_hooks.batches")
 
@@ -61,10 +61,6 @@ def unsendable(email: str | None, course_or_sku: str | None) -> str | None:
     if not course_or_sku:
         return "no course and no SKU: not sent to the LMS"
     return None
-
-
-class Withdrawn(Exception):
-    """The item's refund or cancellation came while it waited: not sent."""
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__, logs
 from . import config as config_mod
 from .config import Config
+from .errors import Failure  # re-exported: commands raise cli.Failure
 
 if TYPE_CHECKING:
     from .app import Service
@@ -37,14 +38,6 @@ EXIT_CONFIG = 2
 EXIT_SCHEMA = 3
 #: ``serve``: another ``edx-hooks serve`` runs on this database
 EXIT_LOCKED = 4
-
-
-class Failure(Exception):
-    """Ends a command with this one-line message and exit code ``code``."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILURE):
-        super().__init__(message)
-        self.code = code
 
 
 async def _serve(cfg: Config, args: argparse.Namespace) -> int:

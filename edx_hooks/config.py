@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConfigError  # re-exported: config.ConfigError
+
 ENV_PREFIX = "EDX_HOOKS_"
 
 
@@ -32,10 +34,6 @@ class _Required:
 
 
 REQUIRED: Any = _Required()
-
-
-class ConfigError(Exception):
-    """A configuration problem; ``str()`` is one line for the operator."""
 
 
 # --- parsers: take a TOML value or an environment string, return the value or

@@ -26,8 +26,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import logs
 from . import scheduler as sched
-from .batches import Batcher, Entry, Withdrawn, unsendable
-from .lms import Halted, LMSClient, OutcomeUnknown, PermanentError, Throttled, TransientError
+from .batches import Batcher, Entry, unsendable
+from .errors import (
+    Halted,
+    OutcomeUnknown,
+    PermanentError,
+    Throttled,
+    TransientError,
+    Withdrawn,
+)
+from .lms import LMSClient
 from .store import (
     AWAITING_ACCOUNT,
     ENROLLED,

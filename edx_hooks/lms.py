@@ -32,6 +32,14 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HT
 from tornado.iostream import StreamClosedError
 
 from . import logs
+from .errors import (  # re-exported: raised here, caught by callers
+    Halted,
+    LMSError,
+    OutcomeUnknown,
+    PermanentError,
+    Throttled,
+    TransientError,
+)
 
 log = logging.getLogger("edx_hooks.lms")
 
@@ -103,53 +111,12 @@ def is_email(value: str) -> bool:
 
 # -- what can go wrong
 
-class LMSError(Exception):
-    """An LMS call that did not succeed; ``str()`` is the reason recorded.
-
-    ``status`` is the LMS's HTTP status (None: no answer at all) and
-    ``detail`` a one-line excerpt of what it said (learner email removed).
-    """
-
-    def __init__(self, reason: str, status: int | None = None, detail: str = ""):
-        super().__init__(reason)
-        self.status = status
-        self.detail = detail
-
-
-class TransientError(LMSError):
-    """No answer (connection error, timeout) or a 5xx: another attempt later
-    may succeed."""
-
-
-class OutcomeUnknown(TransientError):
-    """The request went out and its answer was lost: a timeout while the
-    LMS was answering, a connection cut before the answer, a 500, 502 or
-    504 (a proxy that gave up waiting). The LMS may have done it: ask it
-    (:meth:`LMSClient.shows`) before sending it again."""
-
-
 #: the statuses after which the LMS may have done what it was asked
 UNKNOWN_STATUSES = (500, 502, 504)
 #: Tornado's messages for timeouts before the request was sent
 NOT_SENT = ("Timeout while connecting", "Timeout in request queue")
 #: what an item's reason adds when its call's outcome is unknown
 UNKNOWN_NOTE = "; outcome unknown: the LMS is asked what it did before a re-send"
-
-
-class Throttled(TransientError):
-    """429: wait ``retry_after`` seconds; does not count as a failed attempt."""
-
-    def __init__(self, reason: str, retry_after: float, status: int = 429, detail: str = ""):
-        super().__init__(reason, status, detail)
-        self.retry_after = retry_after
-
-
-class PermanentError(LMSError):
-    """The LMS refused for a reason another attempt cannot change."""
-
-
-class Halted(LMSError):
-    """The service is stopping: this call was not made (not an attempt)."""
 
 
 def error_for(response: HTTPResponse, what: str, *, request: str = "",

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .. import logs
+from ..errors import SchemaError  # re-exported: store.SchemaError
 from .schema import metadata
 
 if TYPE_CHECKING:
@@ -52,11 +53,6 @@ OUR_TABLES = {"deliveries", "orders", "items"}
 VERSION = sa.Table("alembic_version", sa.MetaData(),
                    sa.Column("version_num", sa.String(32), nullable=False),
                    sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
-
-
-class SchemaError(Exception):
-    """The database cannot be used as it is; ``str()`` is one line saying why
-    and what to do."""
 
 
 @functools.cache
