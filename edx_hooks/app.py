@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import socket
 
+from sqlalchemy.engine import make_url
 from tornado import web
 from tornado.httpserver import HTTPServer
 
@@ -184,7 +185,6 @@ class Service:
 
 def _safe_url(url: str) -> str:
     """A database URL without its password, for the log."""
-    from sqlalchemy.engine import make_url
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:

@@ -23,7 +23,6 @@ import asyncio
 import email.utils
 import json
 import logging
-import re
 import time
 import urllib.parse
 from typing import Any
@@ -40,6 +39,12 @@ from .errors import (  # re-exported: raised here, caught by callers
     Throttled,
     TransientError,
 )
+from .setting_types import (  # noqa: F401  (re-exported: lms.is_course_id, lms.is_email)
+    COURSE_ID_RE,
+    OLD_COURSE_ID_RE,
+    is_course_id,
+    is_email,
+)
 
 log = logging.getLogger("edx_hooks.lms")
 
@@ -53,11 +58,6 @@ COURSE_PATH = "/api/enrollment/v1/course/{}"
 #: refresh the token this long before the LMS says it expires
 TOKEN_MARGIN_SECONDS = 60
 
-_COURSE_PART = r"[\w\-~.:]+"
-COURSE_ID_RE = re.compile(rf"course-v1:{_COURSE_PART}\+{_COURSE_PART}\+{_COURSE_PART}")
-#: the old form, ORG/COURSE/RUN, of long-running installs (bulk enrollment takes it)
-OLD_COURSE_ID_RE = re.compile(r"[\w\-~.]+/[\w\-~.]+/[\w\-~.]+")
-_EMAIL_RE = re.compile(r"[^@\s,;<>()\[\]\\\"]+@[^@\s,;<>()\[\]\\\"]+\.[^@\s,;<>()\[\]\\\".]+")
 
 
 def origin(url: str) -> tuple[str, str, int | None] | None:
@@ -93,20 +93,6 @@ def course_in(url: str, lms_url: str, learning_mfe_url: str = "") -> str | None:
         if parts.path.startswith(base):
             candidates = [urllib.parse.unquote(parts.path[len(base):].split("/")[0])]
     return next((c for c in candidates if c and is_course_id(c)), None)
-
-
-def is_course_id(value: str) -> bool:
-    """A course id in the opaque-keys grammar: course-v1:ORG+COURSE+RUN, or
-    the old ORG/COURSE/RUN."""
-    return (COURSE_ID_RE.fullmatch(value) is not None
-            or OLD_COURSE_ID_RE.fullmatch(value) is not None)
-
-
-def is_email(value: str) -> bool:
-    """One plain address: no list separators, whitespace or control characters
-    (bulk_enroll splits its ``identifiers`` on commas and whitespace)."""
-    return (len(value) <= 254 and value.isprintable()
-            and _EMAIL_RE.fullmatch(value) is not None)
 
 
 # -- what can go wrong

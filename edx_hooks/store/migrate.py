@@ -57,6 +57,7 @@ VERSION = sa.Table("alembic_version", sa.MetaData(),
 
 @functools.cache
 def scripts() -> ScriptDirectory:
+    # alembic is heavy and needed only when the schema must change: imported then
     from alembic.script import ScriptDirectory
     return ScriptDirectory(str(MIGRATIONS))
 
@@ -137,6 +138,7 @@ def prepare(conn: Connection, create: bool, where: str) -> Upgrade:
         return Upgrade(None, target)
     if found == target:
         return Upgrade(found, target)
+    # alembic is heavy and needed only for an upgrade: imported here, not at start
     from alembic.operations import Operations
     from alembic.runtime.migration import MigrationContext
 
