@@ -44,6 +44,17 @@ WATCH_SECONDS = 1.0
 
 
 class Service:
+    """The whole service in one process: the store, the LMS client, the
+    catalog, the job scheduler and the HTTP server with its webhook routes
+    (and the console's). :meth:`start` opens them in order, :meth:`stop`
+    closes them; ``edx-hooks serve`` and ``edx-hooks demo`` build one.
+
+    Arguments:
+
+    * ``cfg`` -- the loaded :class:`~edx_hooks.config.Config`: every part is
+      built from it (nothing is read from the environment here).
+    """
+
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.scheduler = sched.create(cfg.database.jobs_url)
@@ -105,7 +116,8 @@ class Service:
             account_check=dt.timedelta(minutes=self.cfg.lms.account_check_minutes),
             account_wait=dt.timedelta(days=self.cfg.lms.account_wait_days))
         runtime.batcher = Batcher(self.lms, self.cfg.lms.batch_size,
-                                  withdrawn=self.store.withdrawn_among, picked=jobs.picked,
+                                  withdrawn=self.store.withdrawn_among,
+                                  on_taken=jobs.mark_calls_under_way,
                                   unconfirmed=self.store.mark_unconfirmed,
                                   settled=self.store.settle)
         runtime.batcher.start()

@@ -193,6 +193,36 @@ BULK_HINTS = {
 
 
 class LMSClient:
+    """The Open edX LMS's REST API, as edx-hooks uses it: an OAuth2
+    client-credentials token, bulk enrollment, the enrollment and account
+    views, SKU redirects. Each call is paced (:attr:`pacer`) and bounded; a
+    failure raises an :class:`~edx_hooks.errors.LMSError` saying what to do.
+
+    Arguments:
+
+    * ``base_url`` -- the LMS's root URL (``lms.base_url``); a trailing slash is dropped.
+    * ``client_id``, ``client_secret`` -- the OAuth2 application of a global-staff
+      user (``lms.client_id``, ``lms.client_secret``).
+    * ``timeout`` -- seconds a call is given to answer, once connected
+      (``lms.timeout_seconds``).
+    * ``connect_timeout`` -- seconds allowed to connect (``lms.connect_timeout_seconds``).
+    * ``seconds_per_learner`` -- more answer time for each learner a bulk
+      enrollment call names (``lms.seconds_per_learner``; see :meth:`answer_time`).
+    * ``auto_enroll`` -- bulk enrollment enrolls a learner without an account
+      when they register (``lms.auto_enroll``).
+    * ``email_students`` -- the LMS emails the learner (``lms.email_students``).
+    * ``sku_prefix`` -- the path prefix of SKU redirects on the LMS, e.g.
+      ``sku/`` (``lms.sku_prefix``).
+    * ``max_clients`` -- requests under way at once at most; the others wait
+      for a slot here, where the wait does not count against their timeout.
+    * ``max_calls_per_minute`` -- the pace of enrollment calls (the
+      :class:`Pacer`'s; ``lms.max_calls_per_minute``, 0 = unpaced).
+    * ``api_key`` -- the LMS's ``EDX_API_KEY``, sent as ``X-Edx-Api-Key``
+      (``lms.api_key``; empty: not sent).
+    * ``learning_mfe_url`` -- the Learning MFE's root: SKU redirects to its
+      course pages name courses too (``lms.learning_mfe_url``).
+    """
+
     def __init__(self, base_url: str, client_id: str, client_secret: str, *,
                  timeout: float = 10.0, connect_timeout: float = 5.0,
                  seconds_per_learner: float = 1.0, auto_enroll: bool = True,
