@@ -153,3 +153,11 @@ def test_no_import_cycle():
     found = cycles(graph())
     assert not found, "import cycles inside edx_hooks/: " + "; ".join(
         " <-> ".join(c) for c in found)
+
+
+def test_the_bottom_layer_imports_nothing_from_the_package():
+    """The setting types build on nothing but the exceptions, which build on
+    nothing: every layer may use them."""
+    edges = graph()
+    assert edges["edx_hooks.errors"] == set()
+    assert edges["edx_hooks.setting_types"] == {"edx_hooks.errors"}
