@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import socket
 
+from sqlalchemy.engine import make_url
 from tornado import web
 from tornado.httpserver import HTTPServer
 
@@ -43,6 +44,17 @@ WATCH_SECONDS = 1.0
 
 
 class Service:
+    """The whole service in one process: the store, the LMS client, the
+    catalog, the job scheduler and the HTTP server with its webhook routes
+    (and the console's). :meth:`start` opens them in order, :meth:`stop`
+    closes them; ``edx-hooks serve`` and ``edx-hooks demo`` build one.
+
+    Arguments:
+
+    * ``cfg`` -- the loaded :class:`~edx_hooks.config.Config`: every part is
+      built from it (nothing is read from the environment here).
+    """
+
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.scheduler = sched.create(cfg.database.jobs_url)
@@ -104,7 +116,8 @@ class Service:
             account_check=dt.timedelta(minutes=self.cfg.lms.account_check_minutes),
             account_wait=dt.timedelta(days=self.cfg.lms.account_wait_days))
         runtime.batcher = Batcher(self.lms, self.cfg.lms.batch_size,
-                                  withdrawn=self.store.withdrawn_among, picked=jobs.picked,
+                                  withdrawn=self.store.withdrawn_among,
+                                  on_taken=jobs.mark_calls_under_way,
                                   unconfirmed=self.store.mark_unconfirmed,
                                   settled=self.store.settle)
         runtime.batcher.start()
@@ -184,7 +197,6 @@ class Service:
 
 def _safe_url(url: str) -> str:
     """A database URL without its password, for the log."""
-    from sqlalchemy.engine import make_url
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:

@@ -32,15 +32,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from . import logs
-from .lms import (
+from .errors import (  # Withdrawn re-exported: jobs catches batches.Withdrawn
     Halted,
-    LMSClient,
     LMSError,
     OutcomeUnknown,
     PermanentError,
     TransientError,
-    is_email,
+    Withdrawn,
 )
+from .lms import LMSClient, is_email
 
 log = logging.getLogger("edx_hooks.batches")
 
@@ -63,10 +63,6 @@ def unsendable(email: str | None, course_or_sku: str | None) -> str | None:
     return None
 
 
-class Withdrawn(Exception):
-    """The item's refund or cancellation came while it waited: not sent."""
-
-
 @dataclass
 class Entry:
     item_id: int
@@ -79,21 +75,33 @@ class Entry:
 
 
 class Batcher:
+    """Gathers the learners waiting for the same course and action into one
+    bulk enrollment call: :meth:`submit` queues an item's learner and waits
+    for their outcome; a loop sends the queues, oldest first, at most
+    ``CONCURRENT_CALLS`` calls at once (see the module's text).
+
+    Arguments:
+
+    * ``lms`` -- the :class:`~edx_hooks.lms.LMSClient` the calls go through.
+    * ``batch_size`` -- learners in one call at most (``lms.batch_size``).
+    * ``withdrawn`` -- given item ids, which of them have had a refund or
+      cancellation (asked just before their enrollment call goes out).
+    * ``on_taken`` -- told of the entries a call takes, as it takes them
+      (the jobs count those calls as under way).
+    * ``unconfirmed`` -- marks items (with the action and the call's
+      deadline) before their call goes out.
+    * ``settled`` -- unmarks the items the LMS answered it did nothing for.
+    """
+
     def __init__(self, lms: LMSClient, batch_size: int,
                  withdrawn: Callable[[list[int]], Awaitable[set[int]]],
-                 picked: Callable[[list[Entry]], None],
+                 on_taken: Callable[[list[Entry]], None],
                  unconfirmed: Callable[[list[int], str, dt.datetime], Awaitable[None]],
                  settled: Callable[[list[int]], Awaitable[None]]):
-        """``withdrawn``: which of these items have had a refund or
-        cancellation (asked just before their enrollment call goes out);
-        ``picked``: told of the entries a call takes, as it takes them;
-        ``unconfirmed``: marks items (with the action and the call's
-        deadline) before their call goes out, and ``settled`` unmarks those
-        the LMS answered it did nothing for (see the module's text)."""
         self.lms = lms
         self.batch_size = batch_size
         self.withdrawn = withdrawn
-        self.picked = picked
+        self.on_taken = on_taken
         self.unconfirmed = unconfirmed
         self.settled = settled
         self.queues: dict[Key, list[Entry]] = {}
@@ -174,8 +182,8 @@ class Batcher:
                     del self.queues[key]
                 if not taken:
                     continue
-                self.picked(taken)
-                call = asyncio.get_running_loop().create_task(self._call(key, taken))
+                self.on_taken(taken)
+                call = asyncio.get_running_loop().create_task(self._send_batch(key, taken))
                 self._calls.add(call)
                 call.add_done_callback(self._done)
                 slot = False  # the call's now: released when it ends
@@ -206,7 +214,7 @@ class Batcher:
         self._calls.discard(call)
         self._slots.release()
 
-    async def _call(self, key: Key, entries: list[Entry]) -> None:
+    async def _send_batch(self, key: Key, entries: list[Entry]) -> None:
         course, action, auto_enroll = key
         try:
             if action == "enroll":

@@ -8,12 +8,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from .config import Product
-from .lms import is_course_id
+from .setting_types import Product, is_course_id
 from .store import NewItem, NewOrder
 
 
 class Catalog:
+    """What each SKU sells: :meth:`expand` turns an order's line items into
+    the enrollments to make (one per course of a bundle).
+
+    Arguments:
+
+    * ``products`` -- the ``[[products]]`` of the config: SKUs with their
+      courses and mode (the loader lets each SKU in once).
+    * ``default_mode`` -- the course mode of a SKU not in ``products``
+      (``lms.default_mode``; empty: the LMS's default).
+    """
+
     def __init__(self, products: Sequence[Product] = (), default_mode: str = ""):
         self.products = {p.sku: p for p in products}
         self.default_mode = default_mode or None

@@ -11,16 +11,33 @@ import json
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import __version__, logs
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import __version__, demo, logs
 from . import config as config_mod
+from .app import Service
+from .batches import unsendable
+from .catalog import Catalog
 from .config import Config
-
-if TYPE_CHECKING:
-    from .app import Service
-    from .lock import ServiceLock
-    from .store import Store
+from .errors import Failure  # re-exported: commands raise cli.Failure
+from .intake import replay_delivery  # re-exported: cli.replay_delivery
+from .lms import BULK_ENROLL_PATH, LMSClient, LMSError
+from .lock import Held, ServiceLock
+from .reconcile import Reconciler, check_webhooks, report, since_value
+from .store import (
+    ACTIVE,
+    FAILED,
+    ORDER_STATES,
+    UNENROLL_FAILED,
+    UNKNOWN,
+    SchemaError,
+    Store,
+)
+from .store.migrate import sqlite_path, status
+from .storefronts import STOREFRONTS
 
 log = logs.logging.getLogger("edx_hooks")
 
@@ -39,17 +56,7 @@ EXIT_SCHEMA = 3
 EXIT_LOCKED = 4
 
 
-class Failure(Exception):
-    """Ends a command with this one-line message and exit code ``code``."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILURE):
-        super().__init__(message)
-        self.code = code
-
-
 async def _serve(cfg: Config, args: argparse.Namespace) -> int:
-    from .app import Service
-
     # Before anything slow (the lock, migrations, the scheduler): a SIGTERM
     # during start-up stops it cleanly, rather than killing it half-started.
     stop = asyncio.Event()
@@ -83,11 +90,6 @@ def _lock(cfg: Config) -> ServiceLock | None:
     """The lock that keeps a second ``serve`` off this database (see
     :mod:`edx_hooks.lock`); None when database.url names no file (start-up
     refuses that with its own line)."""
-    import sqlalchemy as sa
-
-    from .lock import Held, ServiceLock
-    from .store.migrate import sqlite_path
-
     try:
         path = sqlite_path(sa.make_url(cfg.database.url))
     except sa.exc.ArgumentError:
@@ -111,10 +113,6 @@ def _lock(cfg: Config) -> ServiceLock | None:
 async def _start(service: Service, cfg: Config, stop: asyncio.Event) -> bool:
     """Start the service; False if ``stop`` came first (start-up is then
     abandoned where it was, and the caller stops what had started)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .store import SchemaError
-
     starting = asyncio.ensure_future(service.start())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -257,8 +255,6 @@ async def _retry(store: Store, cfg: Config, args: argparse.Namespace) -> int:
 
 async def _wait_for(store: Store, ids: list[int], timeout: float) -> int:
     """Print each item's outcome as it comes; 0 if every one succeeded."""
-    from .store import ACTIVE, FAILED, UNENROLL_FAILED, UNKNOWN
-
     deadline = asyncio.get_running_loop().time() + timeout
     left, ok = set(ids), True
     while left:
@@ -281,10 +277,6 @@ async def _wait_for(store: Store, ids: list[int], timeout: float) -> int:
 
 async def _set_pending_again(store: Store, args: argparse.Namespace,
                              cfg: Config) -> list[int]:
-    from .batches import unsendable
-    from .catalog import Catalog
-    from .store import FAILED
-
     if args.all_failed:
         failed = await store.failed_items()
     elif args.item:
@@ -321,51 +313,6 @@ async def _set_pending_again(store: Store, args: argparse.Namespace,
     return ids
 
 
-async def replay_delivery(store: Store, cfg: Config, delivery_id: int,
-                          by: str | None = None) -> tuple[Any, Any]:
-    """Process stored delivery ``delivery_id`` again, verified with the
-    current config, and store the outcome as a new delivery (``REPLAY ...``;
-    ``by``: the console's staff user who asked). Returns (Recorded, Outcome);
-    raises :class:`Failure` with the reason when it cannot be replayed."""
-    from tornado.httputil import HTTPHeaders
-
-    from . import intake
-    from .catalog import Catalog
-    from .store import NewDelivery, utcnow
-    from .storefronts import STOREFRONTS
-
-    original = await store.delivery(delivery_id)
-    if original is None:
-        raise Failure(f"no delivery {delivery_id}")
-    if original["pruned_at"] is not None:
-        raise Failure(f"delivery {delivery_id} was pruned: its body is gone")
-    if len(original["body"]) < original["body_size"]:
-        raise Failure(f"only the first {len(original['body'])} of {original['body_size']} "
-                      f"bytes of delivery {delivery_id} were kept: it cannot be verified")
-    storefront = STOREFRONTS.get(original["provider"])
-    shops = cfg.shops.get(original["provider"]) if storefront else None
-    if not shops:
-        raise Failure(f"delivery {delivery_id} came for {original['provider']}, "
-                      "which is not configured")
-    # the endpoint it came to: "POST /webhooks/shopify/refund/create"
-    path = original["endpoint"].split(f"/webhooks/{storefront.name}/", 1)[-1]
-    endpoint = storefront.endpoint(path)
-    if endpoint is None:
-        raise Failure(f"delivery {delivery_id} came to {original['endpoint']}, which is "
-                      f"no endpoint of {storefront.name}: nothing to replay")
-    headers = json.loads(original["headers"])
-    outcome, recorded = await intake.take(
-        store, Catalog(cfg.products, cfg.lms.default_mode),
-        lambda: storefront.receive(HTTPHeaders(headers), original["body"], shops, endpoint),
-        lambda outcome: NewDelivery(
-            provider=original["provider"], endpoint=f"REPLAY {original['endpoint']}"[:200],
-            received_at=utcnow(), client_ip=original["client_ip"], headers=headers,
-            body=original["body"], body_size=original["body_size"], status=outcome.status,
-            reason=f"{outcome.reason} (replay of {delivery_id}"
-                   + (f" by {by})" if by else ")"), shop=outcome.shop))
-    return recorded, outcome
-
-
 async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
     recorded, outcome = await replay_delivery(store, cfg, args.delivery_id)
     print(f"delivery {args.delivery_id} replayed as delivery {recorded.delivery_id}: "
@@ -379,9 +326,6 @@ async def _replay(store: Store, cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def _reconcile(store: Store, cfg: Config, args: argparse.Namespace) -> int:
-    from .catalog import Catalog
-    from .reconcile import Reconciler, report
-
     reconciler = Reconciler(cfg, store, Catalog(cfg.products, cfg.lms.default_mode),
                             dry_run=args.dry_run)
     try:
@@ -407,10 +351,6 @@ async def _prune(store: Store, cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def _with_store(command: Any, cfg: Config, args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .store import SchemaError, Store
-
     store = Store(cfg.database.url, cfg.database.sqlite_synchronous)
     try:
         # never created or upgraded here: that is `serve`'s, at start-up
@@ -426,9 +366,6 @@ async def _with_store(command: Any, cfg: Config, args: argparse.Namespace) -> in
 
 
 async def _check(cfg: Config, args: argparse.Namespace) -> int:
-    from .store.migrate import status
-    from .storefronts import STOREFRONTS
-
     print(f"config OK: listening on {cfg.server.address}:{cfg.server.port}, database "
           f"{cfg.database.url}, storefronts: {', '.join(cfg.storefronts) or 'none'}")
     for problem in cfg.weak_secrets:
@@ -445,7 +382,6 @@ async def _check(cfg: Config, args: argparse.Namespace) -> int:
     print(line if ok else f"FAIL {line}")
     if not args.online:
         return 0 if ok else 1
-    from .reconcile import check_webhooks
 
     for good, line in await probe(cfg.lms, cfg.products) + await check_webhooks(cfg):
         print(("ok   " if good else "FAIL ") + line)
@@ -465,8 +401,6 @@ async def probe(settings: config_mod.LMS,
     mode: whether the account lookup answers for the client, and for every
     catalog entry whether its courses exist and offer its mode.
     """
-    from .lms import BULK_ENROLL_PATH, LMSClient, LMSError
-
     client = LMSClient(settings.base_url, settings.client_id, settings.client_secret,
                        timeout=settings.timeout_seconds,
                        connect_timeout=settings.connect_timeout_seconds, max_calls_per_minute=0)
@@ -544,7 +478,6 @@ def _date(value: str) -> dt.datetime:
 
 
 def _since(value: str) -> dt.datetime:
-    from .reconcile import since_value
     try:
         return since_value(value)
     except ValueError as e:
@@ -552,9 +485,6 @@ def _since(value: str) -> dt.datetime:
 
 
 def parser() -> argparse.ArgumentParser:
-    from .store import ORDER_STATES
-    from .storefronts import STOREFRONTS
-
     top = argparse.ArgumentParser(
         prog="edx-hooks", description="Shop order webhooks in, Open edX enrollments out.")
     top.add_argument("--version", action="version", version=f"edx-hooks {__version__}")
@@ -638,6 +568,14 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+async def _demo_show(store: Store, cfg: Config) -> None:
+    """What the operator's commands show, for ``edx-hooks demo``: the same code."""
+    print("\n$ edx-hooks orders")
+    await _orders(store, cfg, parser().parse_args(["orders"]))
+    print("\n$ edx-hooks order shopify 1001")
+    await _order(store, cfg, parser().parse_args(["order", "shopify", "1001"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         code = _main(argv)
@@ -657,18 +595,17 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "settings" and not given:
         print(_json([{"setting": s.name, "required": s.default is config_mod.REQUIRED,
                       "default": None if s.default is config_mod.REQUIRED else s.default,
-                      "help": s.help, "env": s.env} for s in config_mod.settings()])
-              if args.json else config_mod.describe())
+                      "help": s.help, "env": s.env} for s in config_mod.settings(STOREFRONTS)])
+              if args.json else config_mod.describe(STOREFRONTS))
         return 0
     if args.command == "demo":
-        from . import demo
         try:
-            return asyncio.run(demo.run(args))
+            return asyncio.run(demo.run(args, _demo_show))
         except Failure as e:
             print(f"edx-hooks: {e}", file=sys.stderr)
             return 1
     try:
-        cfg = config_mod.load(args.config)
+        cfg = config_mod.load(args.config, storefronts=STOREFRONTS)
         if args.command in ("serve", "check-config", "replay"):  # those that use the secrets
             config_mod.check_secrets(cfg)
     except config_mod.ConfigError as e:
@@ -679,7 +616,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"edx-hooks: config: {message}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "settings":
-        found = config_mod.in_force(cfg)
+        found = config_mod.in_force(cfg, STOREFRONTS)
         print(_json(found) if args.json else _table(
             [[f["setting"], "" if f["value"] is None
               else f["value"] if f["secret"] and f["value"] else repr(f["value"]), f["source"]]

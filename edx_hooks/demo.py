@@ -21,6 +21,7 @@ import json
 import secrets
 import signal
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,16 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.netutil import bind_sockets
 
 from . import config as config_mod
+from . import logs
+from .app import Service
+from .errors import Failure
 from .practice_lms import LOOPBACK, PracticeLMS
+from .store import ACTIVE, Store
+from .storefronts import STOREFRONTS
+
+#: prints what the operator's commands (``orders``, ``order shopify 1001``)
+#: show; the CLI hands its own, so that the demo shows the same code
+Show = Callable[[Store, config_mod.Config], Awaitable[None]]
 
 SHOP = "demo-school.myshopify.com"
 COURSE = "course-v1:Demo+PY101+2026"
@@ -63,16 +73,13 @@ def demo_config(lms: PracticeLMS, directory: Path, port: int, shop_secret: str
         "EDX_HOOKS_LOGGING_LEVEL": "warning",
         "EDX_HOOKS_SHOPIFY_SHOP_DOMAIN": SHOP, "EDX_HOOKS_SHOPIFY_SECRET": shop_secret,
     }
-    cfg = config_mod.load(None, environ)
+    cfg = config_mod.load(None, environ, STOREFRONTS)
     config_mod.check_secrets(cfg)
     return cfg
 
 
-async def run(args: argparse.Namespace) -> int:
-    from . import logs
-    from .app import Service
-    from .cli import Failure
-
+async def run(args: argparse.Namespace, show: Show) -> int:
+    """Run the demo until Ctrl-C; ``show`` prints the commands' views."""
     with tempfile.TemporaryDirectory(prefix="edx-hooks-demo-") as tmp:
         directory = Path(tmp)
         lms = await PracticeLMS().start()
@@ -95,7 +102,7 @@ async def run(args: argparse.Namespace) -> int:
                 raise Failure("order 1001 was not settled within 30 s: the log above says why")
             print("2. the service enrolled its learner through the LMS:",
                   ", ".join(f"{email} in {course}" for email, course in lms.enrolled))
-            await _show(service, cfg)
+            await show(service.store, cfg)
             second = directory / "order-1002.json"
             second.write_bytes(sample_order(1002, "grace@example.org"))
             print("Send another order, as the shop would (the demo runs until Ctrl-C):\n")
@@ -130,8 +137,6 @@ async def _send(url: str, body: bytes, secret: str) -> str:
 
 
 async def _settled(service: Any, order_id: str, timeout: float = 30.0) -> bool:
-    from .store import ACTIVE
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
@@ -141,16 +146,6 @@ async def _settled(service: Any, order_id: str, timeout: float = 30.0) -> bool:
             return True
         await asyncio.sleep(0.1)
     return False
-
-
-async def _show(service: Any, cfg: config_mod.Config) -> None:
-    """What the operator's commands show, from the same code."""
-    from .cli import _order, _orders, parser
-
-    print("\n$ edx-hooks orders")
-    await _orders(service.store, cfg, parser().parse_args(["orders"]))
-    print("\n$ edx-hooks order shopify 1001")
-    await _order(service.store, cfg, parser().parse_args(["order", "shopify", "1001"]))
 
 
 async def _until_stopped() -> None:

@@ -26,8 +26,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import logs
 from . import scheduler as sched
-from .batches import Batcher, Entry, Withdrawn, unsendable
-from .lms import Halted, LMSClient, OutcomeUnknown, PermanentError, Throttled, TransientError
+from .batches import Batcher, Entry, unsendable
+from .errors import (
+    Halted,
+    OutcomeUnknown,
+    PermanentError,
+    Throttled,
+    TransientError,
+    Withdrawn,
+)
+from .lms import LMSClient
 from .store import (
     AWAITING_ACCOUNT,
     ENROLLED,
@@ -221,7 +229,7 @@ async def _run(item_ids: list[int],
     mine = [i for i in dict.fromkeys(item_ids) if i not in rt.running]
     for item_id in item_ids:
         if item_id in rt.running:
-            _again(rt, item_id, BUSY_RECHECK_SECONDS)
+            _schedule_next_attempt(rt, item_id, BUSY_RECHECK_SECONDS)
     rt.running.update(mine)
     task = asyncio.current_task()
     if task is not None:
@@ -240,7 +248,7 @@ async def _run(item_ids: list[int],
                 logs.event(log, logs.ERROR, "items.unread", items=len(mine) - start,
                            exc_info=True)
                 for item_id in mine[start:]:
-                    _again(rt, item_id, rt.delay_seconds)
+                    _schedule_next_attempt(rt, item_id, rt.delay_seconds)
                 break
             admitted = 0
             # return_exceptions: the job ends only when every item's task has
@@ -265,13 +273,13 @@ async def _one(rt: Runtime, item_id: int, item: dict | None,
         raise
     except Exception:
         logs.event(log, logs.ERROR, "item.error", item=item_id, exc_info=True)
-        _again(rt, item_id, rt.delay_seconds)
+        _schedule_next_attempt(rt, item_id, rt.delay_seconds)
     finally:
         rt.running.discard(item_id)
         rt.admission.give(1)
 
 
-def picked(entries: list[Entry]) -> None:
+def mark_calls_under_way(entries: list[Entry]) -> None:
     """A batch call takes these items: their tasks' calls are under way now
     (stopping lets them finish)."""
     rt = _runtime
@@ -283,7 +291,7 @@ def picked(entries: list[Entry]) -> None:
             rt.calling[entry.task] = entry.item_id
 
 
-async def _turn(rt: Runtime) -> bool:
+async def _wait_for_pacer(rt: Runtime) -> bool:
     """Wait for this call's turn at the LMS (the pacer); False if stopping
     came first. Stopping cuts the wait short: nothing has reached the LMS."""
     task = asyncio.current_task()
@@ -298,7 +306,7 @@ async def _turn(rt: Runtime) -> bool:
     return not rt.stopping
 
 
-def _again(rt: Runtime, item_id: int, seconds: float) -> None:
+def _schedule_next_attempt(rt: Runtime, item_id: int, seconds: float) -> None:
     """Give an item its next attempt in ``seconds``; should even that fail,
     the sweep gives it one."""
     try:
@@ -334,12 +342,12 @@ async def _attempt(rt: Runtime, item_id: int, item: dict | None = None) -> None:
         wait = _until_confirmable(item, action)
         if wait > 0:  # its last call may still be at the LMS: ask once it is due
             logs.event(log, logs.DEBUG, "item.awaits_call", **ids, seconds=round(wait, 1))
-            _again(rt, item_id, wait)
+            _schedule_next_attempt(rt, item_id, wait)
             return
         attempt = item["attempts"] + (item["state"] != AWAITING_ACCOUNT)
         logs.event(log, logs.DEBUG, "item.attempt", **ids, action=action, attempt=attempt,
                    email=item["email"], sku=item["sku"], mode=item["mode"])
-        state = await _calling(rt, item, ids, action, attempt)
+        state = await _enroll_or_unenroll_counted(rt, item, ids, action, attempt)
     if state == UNENROLL_PENDING and not rt.stopping:
         await _attempt(rt, item_id)  # refunded meanwhile: unenroll now, in this job
 
@@ -363,17 +371,20 @@ async def _check(rt: Runtime, item_id: int, item: dict | None = None) -> None:
     if item["withdrawn"]:
         await _withdraw(rt, item, ids)
         return
-    if await _calling(rt, item, ids, "enroll", item["attempts"]) == UNENROLL_PENDING \
+    if await _enroll_or_unenroll_counted(rt, item, ids, "enroll",
+                                         item["attempts"]) == UNENROLL_PENDING \
             and not rt.stopping:
         await _attempt(rt, item_id)  # refunded meanwhile: unenroll now, in this job
 
 
-async def _calling(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -> str | None:
-    """:func:`_call`, counted as a call under way (stopping lets it finish)."""
+async def _enroll_or_unenroll_counted(rt: Runtime, item: dict, ids: dict, action: str,
+                                      attempt: int) -> str | None:
+    """:func:`_enroll_or_unenroll`, counted as a call under way (stopping lets
+    it finish)."""
     task = asyncio.current_task()
     rt.calling[task] = item["id"]
     try:
-        return await _call(rt, item, ids, action, attempt)
+        return await _enroll_or_unenroll(rt, item, ids, action, attempt)
     except asyncio.CancelledError:
         if task in rt.calling:  # cut off mid-call, past the stop's bound
             logs.event(log, logs.WARNING, "items.interrupted", items=item["id"])
@@ -409,7 +420,8 @@ async def _withdraw(rt: Runtime, item: dict, ids: dict) -> str | None:
     return NOT_ENROLLED
 
 
-async def _call(rt: Runtime, item: dict, ids: dict, action: str, attempt: int) -> str | None:
+async def _enroll_or_unenroll(rt: Runtime, item: dict, ids: dict, action: str,
+                              attempt: int) -> str | None:
     """The LMS call(s) of one attempt, and the recording of their outcome;
     returns the state recorded when the LMS confirmed.
 
@@ -539,12 +551,12 @@ async def _mode(rt: Runtime, username: str, course: str, mode: str) -> str:
     already: never a downgrade. Returns the mode they are in. Each of these
     calls takes its turn at the LMS (the throttle counts them)."""
     if mode in FREE_MODES:
-        if not await _turn(rt):
+        if not await _wait_for_pacer(rt):
             raise Halted("stopping: the call was not made")
         current = await rt.lms.enrollment_of(username, course, slot_taken=True)
         if current and current.get("is_active") and current.get("mode") not in FREE_MODES:
             return str(current["mode"])
-    if not await _turn(rt):
+    if not await _wait_for_pacer(rt):
         raise Halted("stopping: the call was not made")
     await rt.lms.enroll_in_mode(username, course, mode, slot_taken=True)
     return mode
@@ -647,7 +659,7 @@ async def _record(rt: Runtime, item_id: int, ids: dict, done: Done) -> str | Non
     rt.unrecorded[item_id] = done
     logs.event(log, logs.ERROR, "item.unrecorded", **ids, outcome=done.state,
                next_in=round(rt.delay_seconds), error=error)
-    _again(rt, item_id, rt.delay_seconds)
+    _schedule_next_attempt(rt, item_id, rt.delay_seconds)
     return None
 
 

@@ -24,7 +24,6 @@ import collections
 import email.utils
 import json
 import logging
-import re
 import time
 import urllib.parse
 from typing import Any
@@ -33,6 +32,20 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HT
 from tornado.iostream import StreamClosedError
 
 from . import logs
+from .errors import (  # re-exported: raised here, caught by callers
+    Halted,
+    LMSError,
+    OutcomeUnknown,
+    PermanentError,
+    Throttled,
+    TransientError,
+)
+from .setting_types import (  # noqa: F401  (re-exported: lms.is_course_id, lms.is_email)
+    COURSE_ID_RE,
+    OLD_COURSE_ID_RE,
+    is_course_id,
+    is_email,
+)
 
 log = logging.getLogger("edx_hooks.lms")
 
@@ -46,11 +59,6 @@ COURSE_PATH = "/api/enrollment/v1/course/{}"
 #: refresh the token this long before the LMS says it expires
 TOKEN_MARGIN_SECONDS = 60
 
-_COURSE_PART = r"[\w\-~.:]+"
-COURSE_ID_RE = re.compile(rf"course-v1:{_COURSE_PART}\+{_COURSE_PART}\+{_COURSE_PART}")
-#: the old form, ORG/COURSE/RUN, of long-running installs (bulk enrollment takes it)
-OLD_COURSE_ID_RE = re.compile(r"[\w\-~.]+/[\w\-~.]+/[\w\-~.]+")
-_EMAIL_RE = re.compile(r"[^@\s,;<>()\[\]\\\"]+@[^@\s,;<>()\[\]\\\"]+\.[^@\s,;<>()\[\]\\\".]+")
 
 
 def origin(url: str) -> tuple[str, str, int | None] | None:
@@ -88,46 +96,7 @@ def course_in(url: str, lms_url: str, learning_mfe_url: str = "") -> str | None:
     return next((c for c in candidates if c and is_course_id(c)), None)
 
 
-def is_course_id(value: str) -> bool:
-    """A course id in the opaque-keys grammar: course-v1:ORG+COURSE+RUN, or
-    the old ORG/COURSE/RUN."""
-    return (COURSE_ID_RE.fullmatch(value) is not None
-            or OLD_COURSE_ID_RE.fullmatch(value) is not None)
-
-
-def is_email(value: str) -> bool:
-    """One plain address: no list separators, whitespace or control characters
-    (bulk_enroll splits its ``identifiers`` on commas and whitespace)."""
-    return (len(value) <= 254 and value.isprintable()
-            and _EMAIL_RE.fullmatch(value) is not None)
-
-
 # -- what can go wrong
-
-class LMSError(Exception):
-    """An LMS call that did not succeed; ``str()`` is the reason recorded.
-
-    ``status`` is the LMS's HTTP status (None: no answer at all) and
-    ``detail`` a one-line excerpt of what it said (learner email removed).
-    """
-
-    def __init__(self, reason: str, status: int | None = None, detail: str = ""):
-        super().__init__(reason)
-        self.status = status
-        self.detail = detail
-
-
-class TransientError(LMSError):
-    """No answer (connection error, timeout) or a 5xx: another attempt later
-    may succeed."""
-
-
-class OutcomeUnknown(TransientError):
-    """The request went out and its answer was lost: a timeout while the
-    LMS was answering, a connection cut before the answer, a 500, 502 or
-    504 (a proxy that gave up waiting). The LMS may have done it: ask it
-    (:meth:`LMSClient.shows`) before sending it again."""
-
 
 #: the statuses after which the LMS may have done what it was asked
 UNKNOWN_STATUSES = (500, 502, 504)
@@ -135,22 +104,6 @@ UNKNOWN_STATUSES = (500, 502, 504)
 NOT_SENT = ("Timeout while connecting", "Timeout in request queue")
 #: what an item's reason adds when its call's outcome is unknown
 UNKNOWN_NOTE = "; outcome unknown: the LMS is asked what it did before a re-send"
-
-
-class Throttled(TransientError):
-    """429: wait ``retry_after`` seconds; does not count as a failed attempt."""
-
-    def __init__(self, reason: str, retry_after: float, status: int = 429, detail: str = ""):
-        super().__init__(reason, status, detail)
-        self.retry_after = retry_after
-
-
-class PermanentError(LMSError):
-    """The LMS refused for a reason another attempt cannot change."""
-
-
-class Halted(LMSError):
-    """The service is stopping: this call was not made (not an attempt)."""
 
 
 def error_for(response: HTTPResponse, what: str, *, request: str = "",
@@ -276,6 +229,36 @@ BULK_HINTS = {
 
 
 class LMSClient:
+    """The Open edX LMS's REST API, as edx-hooks uses it: an OAuth2
+    client-credentials token, bulk enrollment, the enrollment and account
+    views, SKU redirects. Each call is paced (:attr:`pacer`) and bounded; a
+    failure raises an :class:`~edx_hooks.errors.LMSError` saying what to do.
+
+    Arguments:
+
+    * ``base_url`` -- the LMS's root URL (``lms.base_url``); a trailing slash is dropped.
+    * ``client_id``, ``client_secret`` -- the OAuth2 application of a global-staff
+      user (``lms.client_id``, ``lms.client_secret``).
+    * ``timeout`` -- seconds a call is given to answer, once connected
+      (``lms.timeout_seconds``).
+    * ``connect_timeout`` -- seconds allowed to connect (``lms.connect_timeout_seconds``).
+    * ``seconds_per_learner`` -- more answer time for each learner a bulk
+      enrollment call names (``lms.seconds_per_learner``; see :meth:`answer_time`).
+    * ``auto_enroll`` -- bulk enrollment enrolls a learner without an account
+      when they register (``lms.auto_enroll``).
+    * ``email_students`` -- the LMS emails the learner (``lms.email_students``).
+    * ``sku_prefix`` -- the path prefix of SKU redirects on the LMS, e.g.
+      ``sku/`` (``lms.sku_prefix``).
+    * ``max_clients`` -- requests under way at once at most; the others wait
+      for a slot here, where the wait does not count against their timeout.
+    * ``max_calls_per_minute`` -- the pace of enrollment calls (the
+      :class:`Pacer`'s; ``lms.max_calls_per_minute``, 0 = unpaced).
+    * ``api_key`` -- the LMS's ``EDX_API_KEY``, sent as ``X-Edx-Api-Key``
+      (``lms.api_key``; empty: not sent).
+    * ``learning_mfe_url`` -- the Learning MFE's root: SKU redirects to its
+      course pages name courses too (``lms.learning_mfe_url``).
+    """
+
     def __init__(self, base_url: str, client_id: str, client_secret: str, *,
                  timeout: float = 10.0, connect_timeout: float = 5.0,
                  seconds_per_learner: float = 1.0, auto_enroll: bool = True,

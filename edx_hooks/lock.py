@@ -14,14 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-
-class Held(Exception):
-    """Another process holds the lock; ``pid`` is its pid, if it wrote one."""
-
-    def __init__(self, path: str, pid: int | None):
-        super().__init__(path, pid)
-        self.path = path
-        self.pid = pid
+from .errors import Held  # re-exported: callers catch lock.Held
 
 
 class ServiceLock:

@@ -20,7 +20,8 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from .lms import BULK_ENROLL_PATH, TOKEN_PATH, is_course_id
+from .lms import BULK_ENROLL_PATH, TOKEN_PATH
+from .setting_types import is_course_id
 
 LOOPBACK = "127.0.0.1"
 

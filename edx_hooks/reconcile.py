@@ -40,6 +40,7 @@ from . import intake, logs
 from .catalog import Catalog
 from .config import Config
 from .store import NewDelivery, Store, utcnow
+from .storefronts import STOREFRONTS
 from .storefronts.readback import AUTH, Client, Found, ShopAPIError
 from .storefronts.shopify_api import ShopifyAPI
 from .storefronts.woocommerce_api import WooCommerceAPI
@@ -293,8 +294,6 @@ async def check_webhooks(cfg: Config) -> list[tuple[bool, str]]:
     a URL that is no endpoint, a topic the endpoint does not act on, a
     webhook not active, Order created where require_payment needs Order
     updated."""
-    from .storefronts import STOREFRONTS
-
     storefront = STOREFRONTS["woocommerce"]
     public = (cfg.server.public_url or cfg.lms.base_url).lower()
     found: list[tuple[bool, str]] = []

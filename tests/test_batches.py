@@ -314,7 +314,7 @@ async def test_a_fault_in_the_batcher_fails_over_to_a_retry_and_it_goes_on(harne
     from edx_hooks import jobs
     await harness.start(retry={"delay_seconds": 0.2})
     batcher = jobs._runtime.batcher
-    real, faults = batcher.picked, []
+    real, faults = batcher.on_taken, []
 
     def faulty(entries):
         if not faults:
@@ -322,7 +322,7 @@ async def test_a_fault_in_the_batcher_fails_over_to_a_retry_and_it_goes_on(harne
             raise RuntimeError("a bug")
         real(entries)
 
-    batcher.picked = faulty
+    batcher.on_taken = faulty
     await harness.shopify(shopify_order(line_item(email="one@example.org"),
                                         line_item(email="two@example.org")))
     await until(lambda: {i["state"] for i in harness.items()} == {"enrolled"}, timeout=15)

@@ -13,6 +13,8 @@ from typing import Any
 from ..config import Config
 from ..lms import LMSClient
 from ..store import Store
+from . import base
+from . import handlers as h
 
 PREFIX = "/webhooks/console"
 
@@ -20,9 +22,6 @@ PREFIX = "/webhooks/console"
 def routes(cfg: Config, store: Store, lms: LMSClient,
            schedule: Callable[[list[int]], None]) -> list[tuple[Any, ...]]:
     """The console's routes for ``make_app``: its pages, or 404 when it is off."""
-    from . import base
-    from . import handlers as h
-
     if not cfg.console.enabled:
         return [(rf"{PREFIX}(?:/.*)?", base.Off)]
     # without console.cookie_secret: a new key at each start, so that every

@@ -12,6 +12,8 @@ import urllib.parse
 from typing import Any
 
 from .. import logs
+from ..errors import Failure
+from ..intake import replay_delivery
 from ..store import ORDER_STATES, NewDelivery, utcnow
 from . import signin
 from .base import PAGE_SIZE, PENDING, RETRYABLE, SESSION, SIGNIN_MINUTES, Page, log, masked
@@ -226,8 +228,6 @@ class Replay(Page):
                         action=self.request.path, item="", what="Replay", delivery=found)
 
     async def post(self, delivery_id: str) -> None:
-        from ..cli import Failure, replay_delivery
-
         found = await self.delivery(delivery_id)
         if not found:
             return

@@ -19,12 +19,10 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from ..errors import SignInError  # re-exported: the handlers catch signin.SignInError
+
 AUTHORIZE_PATH = "/oauth2/authorize"
 TOKEN_PATH = "/oauth2/access_token"
-
-
-class SignInError(Exception):
-    """The sign-in could not be completed; ``str()`` says why, for the page."""
 
 
 @dataclass(frozen=True)

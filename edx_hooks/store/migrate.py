@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .. import logs
+from ..errors import SchemaError  # re-exported: store.SchemaError
 from .schema import metadata
 
 if TYPE_CHECKING:
@@ -54,13 +55,9 @@ VERSION = sa.Table("alembic_version", sa.MetaData(),
                    sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
 
 
-class SchemaError(Exception):
-    """The database cannot be used as it is; ``str()`` is one line saying why
-    and what to do."""
-
-
 @functools.cache
 def scripts() -> ScriptDirectory:
+    # alembic is heavy and needed only when the schema must change: imported then
     from alembic.script import ScriptDirectory
     return ScriptDirectory(str(MIGRATIONS))
 
@@ -141,6 +138,7 @@ def prepare(conn: Connection, create: bool, where: str) -> Upgrade:
         return Upgrade(None, target)
     if found == target:
         return Upgrade(found, target)
+    # alembic is heavy and needed only for an upgrade: imported here, not at start
     from alembic.operations import Operations
     from alembic.runtime.migration import MigrationContext
 

@@ -23,16 +23,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .. import logs
+from ..errors import StoreClosed  # re-exported: store.StoreClosed
 from .sqlite import begin_immediate, sqlite_pragmas
 
 log = logging.getLogger("edx_hooks.store")
 
 #: a batch operation: op(connection, [args, ...]) -> [result, ...]
 Op = Callable[[Connection, list[tuple]], list[Any]]
-
-
-class StoreClosed(RuntimeError):
-    """A write asked of a store that is closing or closed."""
 
 
 @dataclass

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..lms import is_course_id, is_email
+from ..setting_types import is_course_id, is_email
 from ..store import NewItem, NewOrder, Unenroll
 
 
@@ -41,7 +41,7 @@ class Storefront:
     #: whether one of the shops signed a delivery: verified(headers, body, shops) -> bool;
     #: asked when judging it failed, to keep its whole body for `edx-hooks replay`
     verified: Callable[[Mapping[str, str], bytes, Sequence[Any]], bool]
-    #: one shop's settings: a frozen dataclass of config.setting() fields
+    #: one shop's settings: a frozen dataclass of setting_types.setting() fields
     settings: type
     #: the setting that tells this storefront's shops apart (no two alike)
     shop_key: str

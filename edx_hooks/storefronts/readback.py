@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
+from ..errors import ShopAPIError  # re-exported: the APIs raise it from here
 from .base import Outcome
 
 #: seconds to connect to a shop's API, and for one page to arrive
@@ -29,17 +30,6 @@ MAX_BACKOFF_SECONDS = 30.0
 
 #: kinds of :class:`ShopAPIError`
 AUTH, THROTTLED, UNAVAILABLE, UNPARSABLE = "auth", "throttled", "unavailable", "unparsable"
-
-
-class ShopAPIError(Exception):
-    """The shop's API did not give what was asked. ``kind``: ``auth`` (a
-    wrong or too weak key: one error per run, with ``fix``), ``throttled``
-    (still, after backing off), ``unavailable`` (timeout, refused, 5xx: the
-    next run tries again), ``unparsable`` (an answer we cannot read)."""
-
-    def __init__(self, kind: str, message: str, fix: str = ""):
-        super().__init__(message)
-        self.kind, self.fix = kind, fix
 
 
 @dataclass

@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import config
+from .. import setting_types as config  # the setting types, not the loader
 from ..store import AWAITING_PAYMENT, NOT_PLACED, NewOrder, Unenroll
 from .base import (
     LEARNER_EMAIL_HELP,
