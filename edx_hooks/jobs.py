@@ -399,14 +399,19 @@ async def _withdraw(rt: Runtime, item: dict, ids: dict) -> str | None:
     out: the LMS may have enrolled it): then, with unenroll_on_refund, it is
     unenrolled (harmless if it was not enrolled). An item awaiting its
     learner's account stops waiting (with unenroll_on_refund it would have
-    been unenrolled already: its allowance deleted)."""
+    been unenrolled already: its allowance deleted).
+
+    Each change holds only while the refund or cancellation is in force: one
+    that a later delivery lifted meanwhile (WooCommerce: the order placed
+    again) leaves the item to a fresh attempt, which enrolls it."""
     state = item["state"]
     unknown = item["unconfirmed"] == "enroll"
     if unknown and item["unenroll_requested_at"] is not None:
         now = utcnow()
-        if await rt.store.update(item["id"], state, state=UNENROLL_PENDING, attempts=0,
-                                 reason=None, next_attempt_at=now, pending_since=now):
+        if await rt.store.withdraw(item["id"], state, state=UNENROLL_PENDING, attempts=0,
+                                   reason=None, next_attempt_at=now, pending_since=now):
             return UNENROLL_PENDING
+        _schedule_next_attempt(rt, item["id"], 0.0)
         return None
     if state == AWAITING_ACCOUNT:
         reason = (f"{item['withdrawn']} while the learner's account was awaited: the paid "
@@ -414,8 +419,10 @@ async def _withdraw(rt: Runtime, item: dict, ids: dict) -> str | None:
     else:
         reason = f"{item['withdrawn']} before it was enrolled: not enrolled" + (
             " (an earlier call's outcome is unknown: check the LMS)" if unknown else "")
-    await rt.store.update(item["id"], state, state=NOT_ENROLLED, reason=reason,
-                          next_attempt_at=None, wait_until=None)
+    if not await rt.store.withdraw(item["id"], state, state=NOT_ENROLLED, reason=reason,
+                                   next_attempt_at=None, wait_until=None):
+        _schedule_next_attempt(rt, item["id"], 0.0)  # lifted, or moved on: look again
+        return None
     logs.event(log, logs.INFO, "item.not_enrolled", **ids, reason=reason)
     return NOT_ENROLLED
 

@@ -244,3 +244,31 @@ async def test_an_outcome_that_changes_nothing_is_not_logged_as_done(harness, lm
     assert "event=item.unenrolled" not in events
     assert events.count("event=item.enrolled") == 2
     assert [x.action for x in lms.learners()] == ["enroll", "unenroll", "enroll"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_withdrawal_is_written_only_while_its_cancellation_is_in_force(harness, lms):
+    """The job reads an item withdrawn, and a later delivery places the order
+    again before the job writes not-enrolled: the write must not land (it
+    did, now and then, and the learner who paid stayed not-enrolled)."""
+    lms.hold = asyncio.Event()  # no enrollment finishes meanwhile
+    await harness.start(woocommerce={"unenroll_on_refund": True})
+    store = harness.service.store
+    lifted = woo_order(woo_line(email="lifted@example.org"), status="pending")
+    standing = woo_order(woo_line(email="standing@example.org"), status="pending")
+    for order, steps in ((lifted, ("pending", "cancelled", "processing")),
+                         (standing, ("pending", "cancelled"))):
+        for n, status in enumerate(steps):
+            assert (await harness.woocommerce(woo_at(order, status, f"2026-11-28T1{n}:00:00"),
+                                              path=WOO_UPDATE, topic="order.updated")).code \
+                == 200
+    by_email = {i["email"]: i for i in harness.items()}
+    assert {e: i["state"] for e, i in by_email.items()} == {
+        "lifted@example.org": "pending", "standing@example.org": "pending"}
+    assert not await store.withdraw(by_email["lifted@example.org"]["id"], "pending",
+                                    state="not-enrolled", reason="stale")
+    assert await store.withdraw(by_email["standing@example.org"]["id"], "pending",
+                                state="not-enrolled", reason="cancelled")
+    assert {i["email"]: i["state"] for i in harness.items()} == {
+        "lifted@example.org": "pending", "standing@example.org": "not-enrolled"}
+    lms.hold.set()

@@ -59,6 +59,7 @@ from .writes import (
     set_mark,
     settle,
     update_item,
+    withdraw_item,
 )
 
 log = logging.getLogger("edx_hooks.store")
@@ -230,6 +231,11 @@ class Store:
     async def settle(self, item_ids: list[int]) -> None:
         """These items' last call was answered, or seen not done."""
         await self._submit(settle, item_ids)
+
+    async def withdraw(self, item_id: int, expected: str, **values: Any) -> bool:
+        """Change a line item still ``expected`` because of its refund or
+        cancellation, only while that is in force (atomic); False if not."""
+        return await self._submit(withdraw_item, item_id, values, expected)
 
     async def update(self, item_id: int, expected: str, **values: Any) -> bool:
         """Change a line item still in the ``expected`` state; False if it is not."""

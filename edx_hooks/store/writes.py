@@ -40,6 +40,7 @@ from .schema import (
     deliveries,
     heartbeat,
     items,
+    orders,
     reconcile_marks,
     unenroll_requests,
     utcnow,
@@ -350,6 +351,30 @@ def settle(conn: Connection, item_ids: list[int]) -> None:
     for chunk in chunks(item_ids):
         conn.execute(items.update().where(items.c.id.in_(chunk))
                      .values(unconfirmed=None, confirm_after=None))
+
+
+#: a refund or cancellation not lifted is in force for the item being updated
+_STILL_WITHDRAWN = sa.exists().where(
+    orders.c.id == items.c.order_id,
+    unenroll_requests.c.provider == orders.c.provider,
+    unenroll_requests.c.shop == orders.c.shop,
+    unenroll_requests.c.order_external_id == orders.c.external_id,
+    unenroll_requests.c.lifted_at.is_(None),
+    sa.or_(unenroll_requests.c.line_item_id.is_(None),
+           unenroll_requests.c.line_item_id == items.c.external_id))
+
+
+@each
+def withdraw_item(conn: Connection, item_id: int, values: dict[str, Any],
+                  expected: str) -> bool:
+    """Change a line item still in the ``expected`` state because of its
+    refund or cancellation, only while that is in force: a WooCommerce
+    delivery modified later may have placed the order again meanwhile (then
+    False, and the item is left to its next attempt)."""
+    return conn.execute(
+        items.update().where(items.c.id == item_id, items.c.state == expected,
+                             _STILL_WITHDRAWN)
+        .values(updated_at=utcnow(), **values)).rowcount == 1
 
 
 @each
