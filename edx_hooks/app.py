@@ -4,7 +4,8 @@ server together, and takes them down again in order.
 The path of an order: ``handlers`` receives it → ``storefronts.<shop>``
 verifies and reads it → ``store`` commits it → ``scheduler`` schedules one
 job for the line items of each committed batch (and one per retry) →
-``jobs`` enrolls each through ``lms``. ``reconcile`` reads back from the
+``enrollment`` enrolls each through ``lms`` (its runtime, owned here, runs
+the jobs; ``jobs`` names them for the job store). ``reconcile`` reads back from the
 shops what their webhooks missed, into the same path (``intake``).
 """
 
@@ -19,11 +20,11 @@ from sqlalchemy.engine import make_url
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from . import console, jobs, logs
+from . import console, logs
 from . import scheduler as sched
-from .batches import Batcher
 from .catalog import Catalog
 from .config import Config
+from .enrollment.runtime import Runtime
 from .handlers import DeliveryHandler, HealthHandler, Inflight
 from .lms import LMSClient
 from .reconcile import Reconciler
@@ -57,12 +58,6 @@ class Service:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.scheduler = sched.create(cfg.database.jobs_url)
-        # Each committed batch's new line items get their job before any
-        # request in that batch is answered.
-        self.store = Store(cfg.database.url, cfg.database.sqlite_synchronous,
-                           after_commit=lambda ids: sched.schedule_new(self.scheduler, ids),
-                           rejected_budget=cfg.retention.rejected_max_bytes)
         lms = cfg.lms
         self.lms = LMSClient(lms.base_url, lms.client_id, lms.client_secret,
                              timeout=lms.timeout_seconds,
@@ -72,6 +67,18 @@ class Service:
                              email_students=lms.email_students, sku_prefix=lms.sku_prefix,
                              max_calls_per_minute=lms.max_calls_per_minute,
                              api_key=lms.api_key, learning_mfe_url=lms.learning_mfe_url)
+        # Each committed batch's new line items get their job before any
+        # request in that batch is answered.
+        self.store = Store(cfg.database.url, cfg.database.sqlite_synchronous,
+                           after_commit=lambda ids: sched.schedule_new(self.scheduler, ids),
+                           rejected_budget=cfg.retention.rejected_max_bytes)
+        #: what the enrollment jobs run in; the scheduler's executor hands it to them
+        self.runtime = Runtime(
+            self.store, self.lms, batch_size=lms.batch_size, attempts=cfg.retry.attempts,
+            delay_seconds=cfg.retry.delay_seconds,
+            account_check=dt.timedelta(minutes=lms.account_check_minutes),
+            account_wait=dt.timedelta(days=lms.account_wait_days))
+        self.scheduler = sched.create(cfg.database.jobs_url, self.runtime)
         self.catalog = Catalog(cfg.products, lms.default_mode)
         self.inflight = Inflight()
         self.server: HTTPServer | None = None
@@ -110,22 +117,12 @@ class Service:
         """
         await self.store.start()
         self.scheduler.start(paused=True)
-        runtime = jobs.Runtime(
-            store=self.store, lms=self.lms, scheduler=self.scheduler,
-            attempts=self.cfg.retry.attempts, delay_seconds=self.cfg.retry.delay_seconds,
-            account_check=dt.timedelta(minutes=self.cfg.lms.account_check_minutes),
-            account_wait=dt.timedelta(days=self.cfg.lms.account_wait_days))
-        runtime.batcher = Batcher(self.lms, self.cfg.lms.batch_size,
-                                  withdrawn=self.store.withdrawn_among,
-                                  on_taken=jobs.mark_calls_under_way,
-                                  unconfirmed=self.store.mark_unconfirmed,
-                                  settled=self.store.settle)
-        runtime.batcher.start()
-        jobs.bind(runtime)
+        self.runtime.start(self.scheduler)
         resumed = await sched.resume(self.store, self.scheduler)
         sched.start_sweep(self.store, self.scheduler, self.cfg.retry.sweep_seconds,
-                          busy=runtime.running, watch_seconds=WATCH_SECONDS, track=jobs.tracked)
-        self.scheduler.add_job(jobs.tracked(self.apply_retention), "interval", hours=1,
+                          busy=self.runtime.running, watch_seconds=WATCH_SECONDS,
+                          track=self.runtime.tracked)
+        self.scheduler.add_job(self.runtime.tracked(self.apply_retention), "interval", hours=1,
                                id="retention",
                                jobstore="memory", replace_existing=True,
                                next_run_time=dt.datetime.now(dt.UTC))
@@ -167,29 +164,29 @@ class Service:
         """Stop taking requests and starting LMS calls at once; let requests
         under way finish (up to SHUTDOWN_GRACE_SECONDS) and LMS calls under
         way finish and record their outcome (up to the deadline of a full
-        batch + DRAIN_MARGIN_SECONDS); keep every job; close the database."""
+        batch + DRAIN_MARGIN_SECONDS); keep every job; close the database.
+        The whole of stopping is here, in this order."""
         if self.server is not None:
             self.server.stop()
         if self.scheduler.running:
             self.scheduler.pause()  # no job starts from here on
-        jobs.halt()
+        self.runtime.halt()  # no LMS call starts from here on
         if self.reconciler is not None:
             await self.reconciler.stop()  # cut short: its watermark stays
-        draining = asyncio.ensure_future(
-            jobs.drain(self.lms.deadline(self.cfg.lms.batch_size) + DRAIN_MARGIN_SECONDS))
+        stopping = asyncio.ensure_future(
+            self.runtime.stop(self.lms.deadline(self.cfg.lms.batch_size)
+                              + DRAIN_MARGIN_SECONDS))
         if self.server is not None:
             if not await self.inflight.wait_idle(SHUTDOWN_GRACE_SECONDS):
                 logs.event(log, logs.WARNING, "service.stop_timeout", what="requests",
                            count=self.inflight.count)
             await self.server.close_all_connections()
-        interrupted = await draining
+        interrupted = await stopping
         if interrupted:
             logs.event(log, logs.WARNING, "service.stop_timeout", what="lms-calls",
                        items=",".join(map(str, interrupted)))
-        await jobs.record_unrecorded()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        jobs.bind(None)
         await self.store.close()
         self.lms.close()
         logs.event(log, logs.INFO, "service.stopped")

@@ -1,7 +1,8 @@
 """Scheduling: APScheduler jobs, kept in a SQLAlchemy job store, that enroll
 line items.
 
-A job is ``edx_hooks.jobs:enroll_items(item_ids)``. Each committed batch of
+A job is ``edx_hooks.jobs:enroll_items(item_ids)``; the executor
+(:class:`JobExecutor`) hands it the service's enrollment runtime. Each committed batch of
 orders gets one job, due at once, for all the line items it added
 (``enroll-<first id>``, kept in memory: see :func:`schedule_new`); a line
 item waiting for another attempt gets a job of its own (``retry-<item id>``)
@@ -17,11 +18,13 @@ running; an operator's retry) gets a job.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
 import sqlalchemy as sa
+from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -94,7 +97,54 @@ class CachedSQLAlchemyJobStore(SQLAlchemyJobStore):
         self._memory.remove_all_jobs()
 
 
-def create(jobs_url: str) -> AsyncIOScheduler:
+def needs_runtime(fn: Callable) -> Callable:
+    """Mark a job function that :class:`JobExecutor` calls with the runtime
+    (``runtime=``; ``edx_hooks.jobs``)."""
+    fn.needs_runtime = True  # type: ignore[attr-defined]
+    return fn
+
+
+class JobExecutor(AsyncIOExecutor):
+    """APScheduler's asyncio executor, which gives the enrollment jobs (the
+    functions marked :func:`needs_runtime`) the service's enrollment runtime
+    as the argument ``runtime``.
+
+    A stored job holds a function's name and plain arguments only (its item
+    ids); the runtime is an object the service owns, not a module's global,
+    and this is how it reaches the jobs. ``runtime`` is the service's from
+    its creation; a job that runs without one fails loudly.
+    """
+
+    def __init__(self, runtime: Any = None):
+        super().__init__()
+        self.runtime = runtime
+
+    def _do_submit_job(self, job: Any, run_times: list) -> None:
+        if getattr(job.func, "needs_runtime", False):
+            if self.runtime is None:
+                raise RuntimeError(f"job {job.id}: no enrollment runtime to run it in")
+            job = _GivenRuntime(job, self.runtime)
+        super()._do_submit_job(job, run_times)
+
+
+class _GivenRuntime:
+    """A job as the executor runs it: its function given the runtime;
+    everything else (id, arguments, job store) the job's own."""
+
+    def __init__(self, job: Any, runtime: Any):
+        self._job = job
+        self.func = functools.partial(job.func, runtime=runtime)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._job, name)
+
+    def __str__(self) -> str:
+        return str(self._job)
+
+
+def create(jobs_url: str, runtime: Any = None) -> AsyncIOScheduler:
+    """The scheduler, its jobs kept at ``jobs_url``, its enrollment jobs run
+    with ``runtime`` (the service's ``enrollment.runtime.Runtime``)."""
     engine = sa.create_engine(jobs_url)
     if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
         create_private(engine.url.database)
@@ -108,6 +158,7 @@ def create(jobs_url: str) -> AsyncIOScheduler:
     return AsyncIOScheduler(
         jobstores={"default": CachedSQLAlchemyJobStore(engine=engine),
                    "memory": MemoryJobStore()},
+        executors={"default": JobExecutor(runtime)},
         job_defaults={
             # The default grace of 1 s silently skips jobs that come due while
             # the loop is busy with a burst of orders: run them however late.

@@ -169,10 +169,9 @@ class Harness:
         await until(self._idle, timeout)
 
     def _idle(self) -> bool:
-        from edx_hooks import jobs
         if self.lms.in_flight or active_items(self.db_path):
             return False
-        runtime = jobs._runtime
+        runtime = self.service.runtime if self.service is not None else None
         return runtime is None or not (runtime.running or runtime.calling)
 
     def items(self) -> list[dict[str, Any]]:

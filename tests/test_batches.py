@@ -11,6 +11,7 @@ import re
 import pytest
 
 from edx_hooks.batches import reason
+from edx_hooks.enrollment import runtime
 from edx_hooks.lms import Pacer
 
 from .conftest import (
@@ -148,7 +149,6 @@ async def test_a_refund_while_a_retry_waits_for_its_batch_unenrolls_a_timed_out_
     """The first call timed out (the LMS may have enrolled the learner); the
     refund comes while the retry waits for its batch's turn: it is not sent,
     and the learner is unenrolled, in case."""
-    from edx_hooks import jobs
     lms.forced.append(Forced(status=200, hang=30, body="{}"))
     service = await harness.start(shopify={"unenroll_on_refund": True},
                                   lms={"timeout_seconds": 0.5}, retry={"delay_seconds": 0.1})
@@ -156,7 +156,7 @@ async def test_a_refund_while_a_retry_waits_for_its_batch_unenrolls_a_timed_out_
     line = line_item(email="maybe@example.org")
     order = shopify_order(line)
     await harness.shopify(order)
-    await until(lambda: jobs._runtime.batcher.queues  # the retry, in the queue
+    await until(lambda: harness.service.runtime.batcher.queues  # the retry, in the queue
                 and harness.items()[0]["reason"].startswith("LMS unreachable"))
     assert (await harness.shopify(shopify_refund(order, line), **SHOPIFY_REFUND)).code == 200
     await until(lambda: harness.items()[0]["state"] == "unenrolled", timeout=20)
@@ -167,7 +167,6 @@ async def test_a_refund_while_a_retry_waits_for_its_batch_unenrolls_a_timed_out_
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_refund_while_waiting_for_its_batch_is_never_sent(harness, lms):
-    from edx_hooks import jobs
     service = await harness.start()
     service.lms.pacer = Pacer(1, window=3.0)  # a call in any 3 s
     first = shopify_order(line_item(email="first@example.org"))
@@ -176,7 +175,7 @@ async def test_a_refund_while_waiting_for_its_batch_is_never_sent(harness, lms):
     line = line_item(email="late@example.org")
     order = shopify_order(line)
     await harness.shopify(order)
-    await until(lambda: jobs._runtime.batcher.queues)  # waits for the next turn
+    await until(lambda: harness.service.runtime.batcher.queues)  # waits for the next turn
     assert (await harness.shopify(shopify_refund(order, line), **SHOPIFY_REFUND)).code == 200
     await until(lambda: harness.items()[1]["state"] == "not-enrolled", timeout=10)
     assert harness.items()[1]["reason"] == "refunded before it was enrolled: not enrolled"
@@ -235,8 +234,7 @@ async def test_an_email_with_a_comma_never_reaches_a_batch(harness, lms):
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_backlog_beyond_the_admission_cap_is_all_enrolled(harness, lms, monkeypatch):
-    from edx_hooks import jobs
-    monkeypatch.setattr(jobs, "ITEMS_AT_ONCE", 5)  # jobs of several items, five at a time
+    monkeypatch.setattr(runtime, "ITEMS_AT_ONCE", 5)  # jobs of several items, five at a time
     await harness.start()
     orders = [shopify_order(*[line_item(sku=[COURSE, DS][n % 2], email=f"b{n}.{k}@example.org")
                               for k in range(3)]) for n in range(20)]
@@ -250,7 +248,7 @@ async def test_a_backlog_beyond_the_admission_cap_is_all_enrolled(harness, lms, 
 
 @pytest.mark.gen_test
 async def test_admission_is_first_come_first_served_and_never_held_in_part():
-    from edx_hooks.jobs import Admission
+    from edx_hooks.enrollment.runtime import Admission
     admission = Admission(4)
     await admission.take(3)
     big = asyncio.ensure_future(admission.take(4))  # must wait for all four
@@ -273,7 +271,7 @@ async def test_admission_is_first_come_first_served_and_never_held_in_part():
 
 @pytest.mark.gen_test
 async def test_admission_wakes_the_next_when_the_first_waiting_leaves():
-    from edx_hooks.jobs import Admission
+    from edx_hooks.enrollment.runtime import Admission
     admission = Admission(4)
     await admission.take(2)
     head = asyncio.ensure_future(admission.take(4))  # waits for all four
@@ -295,14 +293,13 @@ async def test_admission_wakes_the_next_when_the_first_waiting_leaves():
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_stop_during_an_account_lookup_sends_nothing_more(harness, lms):
-    from edx_hooks import jobs
     lms.account_latency = 1.0  # the lookup is under way when the stop comes
     await harness.start(products=[{"sku": "PY-CERT", "courses": [COURSE],
                                    "mode": "verified"}])
     await harness.shopify(shopify_order(line_item(sku="PY-CERT", email="new@example.org")))
     await until(lambda: lms.account_lookups)
     # the lookup's end, not the stop's bound: a hang here fails the test
-    assert await asyncio.wait_for(jobs.drain(60), timeout=20) == []
+    assert await asyncio.wait_for(harness.service.runtime.drain(60), timeout=20) == []
     assert lms.calls == []
     item = harness.items()[0]
     assert (item["state"], item["attempts"]) == ("pending", 0)  # the next start resumes it
@@ -311,9 +308,8 @@ async def test_a_stop_during_an_account_lookup_sends_nothing_more(harness, lms):
 @pytest.mark.allow_tracebacks
 @pytest.mark.gen_test(timeout=60)
 async def test_a_fault_in_the_batcher_fails_over_to_a_retry_and_it_goes_on(harness, lms, caplog):
-    from edx_hooks import jobs
     await harness.start(retry={"delay_seconds": 0.2})
-    batcher = jobs._runtime.batcher
+    batcher = harness.service.runtime.batcher
     real, faults = batcher.on_taken, []
 
     def faulty(entries):

@@ -94,12 +94,11 @@ async def test_sigterm_while_jobs_wait_for_their_paced_turn(harness, lms, serve)
 @pytest.mark.gen_test
 async def test_a_call_cut_off_past_the_stop_bound_is_logged_and_stays_pending(harness, lms,
                                                                              caplog):
-    from edx_hooks import jobs
     lms.forced.append(Forced(status=200, hang=30, body="{}"))
-    await harness.start(lms={"timeout_seconds": 60})
+    service = await harness.start(lms={"timeout_seconds": 60})
     await harness.shopify(shopify_order(line_item(email="held@example.org")))
     await until(lambda: lms.calls)
-    assert await jobs.drain(0.2) == [1]  # the bound, shortened
+    assert await service.runtime.drain(0.2) == [1]  # the bound, shortened
     assert [r.getMessage() for r in caplog.records
             if "event=items.interrupted" in r.getMessage()] == [
         "event=items.interrupted items=1"]

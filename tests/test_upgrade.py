@@ -372,3 +372,34 @@ async def test_lost_answers_that_0_1_0_called_failed_are_unknown_after_the_upgra
     assert found[8] == ("pending", "enroll")
     assert found[6] == ("unknown", "unenroll")
     assert found[4] == ("failed", None)  # no learner email: an answer we gave ourselves
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_jobs_0_1_0_stored_run_in_the_runtime_the_scheduler_is_given(tmp_path):
+    """0.1.0's job store names ``edx_hooks.jobs:enroll_items`` with the item
+    ids only; the scheduler's executor runs those jobs in the runtime it was
+    created with (here one that records what it is asked to run)."""
+    from edx_hooks import scheduler as sched
+
+    class Recording:
+        def __init__(self):
+            self.runs: list[tuple[list[int], str]] = []
+
+        async def run(self, item_ids, step):
+            self.runs.append((item_ids, f"{step.__module__}.{step.__name__}"))
+
+    db = tmp_path / "edx-hooks.db"
+    load_fixture(db)
+    runtime = Recording()
+    scheduler = sched.create(f"sqlite:///{db}.jobs.db", runtime)
+    scheduler.start(paused=True)
+    try:
+        stored = sorted((job.id, job.func_ref, job.args) for job in scheduler.get_jobs())
+        assert stored == [("retry-7", "edx_hooks.jobs:enroll_items", ([7],)),
+                          ("retry-8", "edx_hooks.jobs:enroll_items", ([8],))]
+        scheduler.resume()  # both are overdue: they run now
+        await until(lambda: len(runtime.runs) == 2)
+    finally:
+        scheduler.shutdown(wait=False)
+    assert sorted(runtime.runs) == [([7], "edx_hooks.enrollment.steps.attempt"),
+                                    ([8], "edx_hooks.enrollment.steps.attempt")]

@@ -32,6 +32,7 @@ from .schema import (
     UNENROLL_PENDING,
     UNENROLLED,
     UNKNOWN,
+    JobItem,
     NewDelivery,
     NewItem,
     NewOrder,
@@ -49,7 +50,7 @@ from .writer import StoreClosed
 __all__ = [
     "ACTIVE", "AWAITING_ACCOUNT", "AWAITING_PAYMENT", "ENROLLED", "FAILED", "NOT_A_COURSE",
     "NOT_ENROLLED", "NOT_PLACED", "ORDER_STATES", "PENDING", "SCHEDULED", "UNENROLL_FAILED",
-    "UNENROLL_PENDING", "UNENROLLED", "UNKNOWN", "NewDelivery", "NewItem", "NewOrder",
+    "UNENROLL_PENDING", "UNENROLLED", "UNKNOWN", "JobItem", "NewDelivery", "NewItem", "NewOrder",
     "Recorded", "SchemaError", "Store", "StoreClosed", "Unenroll", "deliveries", "items",
     "metadata", "order_state", "orders", "utcnow",
 ]

@@ -32,6 +32,7 @@ from .schema import (
     UNENROLLED,
     UNKNOWN,
     WITHDRAWN_AMONG,
+    JobItem,
     NewDelivery,
     NewOrder,
     Recorded,
@@ -301,17 +302,17 @@ class Store:
         async with self.engine.connect() as conn:
             return await known.missed(conn, order, unenroll)
 
-    async def item_for_job(self, item_id: int) -> dict[str, Any] | None:
+    async def item_for_job(self, item_id: int) -> JobItem | None:
         """The line item with what the enrollment job needs of its order."""
         rows = await self.items_for_jobs([item_id])
         return rows[0] if rows else None
 
-    async def items_for_jobs(self, item_ids: list[int]) -> list[dict[str, Any]]:
+    async def items_for_jobs(self, item_ids: list[int]) -> list[JobItem]:
         """The line items with what their enrollment jobs need of their
         orders, in one query."""
         async with self.engine.connect() as conn:
             rows = (await conn.execute(ITEMS_FOR_JOBS, {"item_ids": item_ids})).mappings()
-            return [dict(row) for row in rows.all()]
+            return [JobItem(**row) for row in rows.all()]
 
     async def withdrawn_among(self, item_ids: list[int]) -> set[int]:
         """Which of these items a refund or cancellation names (asked just

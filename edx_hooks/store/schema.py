@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -233,6 +234,40 @@ class Unenroll:
     modified_at: dt.datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class JobItem:
+    """A line item as its enrollment job reads it (``ITEMS_FOR_JOBS``), with
+    what the job needs of its order. A snapshot: the job writes through the
+    store, conditionally on ``state`` (see ``UPDATE_ITEM``)."""
+    id: int
+    state: str
+    email: str | None
+    sku: str | None
+    #: None until its SKU is resolved
+    course_id: str | None
+    #: the course mode sold (None: the LMS's default, through bulk enrollment)
+    mode: str | None
+    attempts: int
+    next_attempt_at: dt.datetime | None
+    #: a refund or cancellation asked for it to be unenrolled
+    unenroll_requested_at: dt.datetime | None
+    #: awaiting-account: the learner's account is waited for until then
+    wait_until: dt.datetime | None
+    #: the action of a call whose outcome is unknown, and that call's deadline
+    unconfirmed: str | None
+    confirm_after: dt.datetime | None
+    provider: str
+    order_external_id: str
+    order_name: str
+    #: why a refund or cancellation in force names it ("refunded", "cancelled"), or None
+    withdrawn: str | None
+
+    @property
+    def log_ids(self) -> dict[str, Any]:
+        """How its events name it."""
+        return {"provider": self.provider, "order": self.order_external_id, "item": self.id}
+
+
 @dataclass
 class Recorded:
     delivery_id: int
@@ -288,11 +323,13 @@ _WITHDRAWN = (sa.select(unenroll_requests.c.why)
                      sa.or_(unenroll_requests.c.line_item_id.is_(None),
                             unenroll_requests.c.line_item_id == items.c.external_id))
               .order_by(unenroll_requests.c.id).limit(1).scalar_subquery())
-_FOR_JOB = (
-    sa.select(items, orders.c.name.label("order_name"),
-              orders.c.external_id.label("order_external_id"), orders.c.provider, orders.c.shop,
-              _WITHDRAWN.label("withdrawn"))
-    .join(orders, items.c.order_id == orders.c.id))
+_FOR_JOB = sa.select(
+    items.c.id, items.c.state, items.c.email, items.c.sku, items.c.course_id, items.c.mode,
+    items.c.attempts, items.c.next_attempt_at, items.c.unenroll_requested_at,
+    items.c.wait_until, items.c.unconfirmed, items.c.confirm_after, orders.c.provider,
+    orders.c.external_id.label("order_external_id"), orders.c.name.label("order_name"),
+    _WITHDRAWN.label("withdrawn"),
+).join(orders, items.c.order_id == orders.c.id)
 ITEMS_FOR_JOBS = _FOR_JOB.where(items.c.id.in_(sa.bindparam("item_ids", expanding=True)))
 #: which of these items a refund or cancellation names
 WITHDRAWN_AMONG = (sa.select(items.c.id).join(orders, items.c.order_id == orders.c.id)
