@@ -173,18 +173,19 @@ class Service:
         self.runtime.halt()  # no LMS call starts from here on
         if self.reconciler is not None:
             await self.reconciler.stop()  # cut short: its watermark stays
-        stopping = asyncio.ensure_future(
-            self.runtime.stop(self.lms.deadline(self.cfg.lms.batch_size)
-                              + DRAIN_MARGIN_SECONDS))
+        draining = asyncio.ensure_future(
+            self.runtime.drain(self.lms.deadline(self.cfg.lms.batch_size)
+                               + DRAIN_MARGIN_SECONDS))
         if self.server is not None:
             if not await self.inflight.wait_idle(SHUTDOWN_GRACE_SECONDS):
                 logs.event(log, logs.WARNING, "service.stop_timeout", what="requests",
                            count=self.inflight.count)
             await self.server.close_all_connections()
-        interrupted = await stopping
+        interrupted = await draining
         if interrupted:
             logs.event(log, logs.WARNING, "service.stop_timeout", what="lms-calls",
                        items=",".join(map(str, interrupted)))
+        await self.runtime.finish()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.store.close()

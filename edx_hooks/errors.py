@@ -16,7 +16,7 @@ operator or the item's recorded reason::
     ├── SignInError        the console's sign-in with the LMS failed (console.signin)
     ├── ShopAPIError       a shop's API did not give what was asked (storefronts.readback,
     │                      reconcile)
-    └── LMSError           an LMS call did not succeed (lms, batches, jobs)
+    └── LMSError           an LMS call did not succeed (lms, batches, enrollment)
         ├── TransientError     no answer, or a 5xx: a later attempt may succeed
         │   ├── OutcomeUnknown the request went out, its answer was lost: ask the LMS
         │   └── Throttled      429: wait ``retry_after``; not a failed attempt

@@ -45,7 +45,8 @@ RESUME_CHUNK = 500
 #: it: a job made for an item while the job with that id works on it (the
 #: refund's, or a revival's, while its enrollment call is under way) would be
 #: lost until the sweep. The jobs themselves never work on an item twice at
-#: once (``jobs``: an item in flight is looked at again when it is free).
+#: once (``enrollment.runtime``: an item in flight is looked at again when
+#: it is free).
 ITEM_JOB_INSTANCES = 1000
 
 

@@ -215,7 +215,8 @@ class Outcomes:
         """The learner has no active account yet: look again in
         ``lms.account_check_minutes``, or, past ``lms.account_wait_days``
         (the item's ``wait_until``), fail."""
-        if item.wait_until is not None and utcnow() >= item.wait_until:
+        now = utcnow()
+        if item.wait_until is not None and now >= item.wait_until:
             await self.fail(item, item.attempts,
                             "no active LMS account for the learner within "
                             "lms.account_wait_days: the paid mode is not set (the LMS still "
@@ -223,7 +224,7 @@ class Outcomes:
                             "retry` waits again"
                             + (f" (the last check: {error})" if error else ""))
             return
-        when = utcnow() + self.account_check
+        when = now + self.account_check
         # Only if it still awaits: a refund may have made it unenroll-pending
         # meanwhile, and its unenrollment's job must not be pushed back.
         if await self.store.update(item.id, AWAITING_ACCOUNT, next_attempt_at=when,

@@ -4,7 +4,7 @@ The service owns one :class:`Runtime` and hands it to whoever needs it: the
 scheduler's executor passes it to every enrollment job
 (``scheduler.JobExecutor``), the sweep learns from it which items are busy.
 It holds the lifecycle (:meth:`~Runtime.start`, :meth:`~Runtime.halt`,
-:meth:`~Runtime.drain`, :meth:`~Runtime.stop`), the admission of items
+:meth:`~Runtime.drain`, :meth:`~Runtime.finish`), the admission of items
 (:class:`Admission`), and the bookkeeping of which task holds which item,
 which waits its turn at the LMS and whose call is under way.
 
@@ -171,12 +171,10 @@ class Runtime:
         await self.batcher.close()
         return interrupted
 
-    async def stop(self, timeout: float) -> list[int]:
-        """:meth:`drain`, then one more try at recording the outcomes the
-        database did not take. Returns the interrupted items."""
-        interrupted = await self.drain(timeout)
+    async def finish(self) -> None:
+        """After the drain (and the requests under way): one more try at
+        recording the outcomes the database did not take."""
         await self.outcomes.record_unrecorded()
-        return interrupted
 
     def tracked(self, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
         """A housekeeping job (sweep, retention) that stopping lets finish,

@@ -98,7 +98,9 @@ async def _then_unenroll(rt: Runtime, item_id: int) -> None:
     if rt.stopping:
         return
     fresh = await rt.store.item_for_job(item_id)
-    if fresh is not None:
+    if fresh is None:
+        rt.outcomes.unrecorded.pop(item_id, None)
+    else:
         await attempt(rt, fresh)
 
 
