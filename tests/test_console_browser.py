@@ -95,6 +95,11 @@ async def test_staff_finds_a_failed_order_by_email_retries_it_and_sees_it_enroll
         await rows.locator("a").first.click()
         assert "ada@example.org" in await page.locator("main").inner_text()
         await b.shot("order-failed")
+        # on a desktop the line items fit their box: long course ids, emails
+        # and the LMS's answer wrap instead of scrolling sideways
+        box = await page.evaluate("(() => { const s = document.querySelector('.scroll');"
+                                  " return [s.scrollWidth, s.clientWidth]; })()")
+        assert box[0] <= box[1]
         await page.click("text=Retry all failed items…")
         await page.click("button:has-text('Retry')")
         assert "Retry requested" in await page.locator(".notice").inner_text()
