@@ -296,27 +296,62 @@ def each(op: Callable[..., Any]) -> Callable[[Connection, list[tuple]], list[Any
     return batch
 
 
-@each
-def record_enrolled(conn: Connection, item_id: int, expected: str, state: str, attempts: int,
-                    next_attempt_at: dt.datetime | None = None,
-                    wait_until: dt.datetime | None = None) -> str | None:
-    """Record an enrollment the LMS confirmed: ``state`` (enrolled, or
-    awaiting-account with its next check and deadline), or
-    ``unenroll-pending`` at once when a refund asked for it meanwhile. One
-    statement, so that a refund can never be forgotten between the two.
-    Returns the state set (None: the item was no longer ``expected``)."""
+def record_enrolled(conn: Connection, calls: list[tuple]) -> list[str | None]:
+    """Record enrollments the LMS confirmed, each call's arguments
+    ``(item_id, expected, state, attempts, next_attempt_at, wait_until)``:
+    ``state`` (enrolled, or awaiting-account with its next check and
+    deadline), or ``unenroll-pending`` at once when a refund asked for it
+    meanwhile. One statement per item, so that a refund can never be
+    forgotten between the two. Returns, per call, the state set (None: the
+    item was no longer ``expected``).
+
+    The outcomes of one bulk call come together and are alike (the same
+    expected state, state, attempt and times): they are written with one
+    UPDATE for them all rather than one each, since under a burst of orders
+    this was most of the writer's time spent on enrollments. An item named
+    twice in the batch is written call after call, as each came."""
+    ids = [call[0] for call in calls]
+    if len(set(ids)) < len(ids):
+        return [_record_enrolled(conn, *call) for call in calls]
+    alike: dict[tuple, list[int]] = {}
+    for item_id, *rest in calls:
+        alike.setdefault(tuple(rest), []).append(item_id)
     now = utcnow()
-    refunded = items.c.unenroll_requested_at.is_not(None)
+    done: dict[int, str] = {}
+    for (expected, state, attempts, next_attempt_at, wait_until), group in alike.items():
+        for chunk in chunks(group):
+            done.update(conn.execute(
+                _enrolled_statement(items.c.id.in_(chunk), expected, state, attempts,
+                                    next_attempt_at, wait_until, now)
+                .returning(items.c.id, items.c.state)).all())
+    return [done.get(item_id) for item_id in ids]
+
+
+def _record_enrolled(conn: Connection, item_id: int, expected: str, state: str,
+                     attempts: int, next_attempt_at: dt.datetime | None = None,
+                     wait_until: dt.datetime | None = None) -> str | None:
+    """:func:`record_enrolled` for one item."""
     return conn.execute(
-        items.update().where(items.c.id == item_id, items.c.state == expected)
-        .values(state=sa.case((refunded, UNENROLL_PENDING), else_=state),
-                attempts=sa.case((refunded, 0), else_=attempts), reason=None,
-                unconfirmed=None, confirm_after=None,
-                next_attempt_at=sa.case((refunded, now), else_=next_attempt_at),
-                wait_until=sa.case((refunded, None), else_=wait_until),
-                pending_since=sa.case((refunded, now), else_=items.c.pending_since),
-                updated_at=now)
+        _enrolled_statement(items.c.id == item_id, expected, state, attempts, next_attempt_at,
+                            wait_until, utcnow())
         .returning(items.c.state)).scalar()
+
+
+def _enrolled_statement(which: Any, expected: str, state: str, attempts: int,
+                        next_attempt_at: dt.datetime | None, wait_until: dt.datetime | None,
+                        now: dt.datetime) -> sa.Update:
+    """The UPDATE of :func:`record_enrolled`, for the items ``which`` selects
+    that are still ``expected``: in one statement, the state confirmed, or
+    unenroll-pending where a refund asked for it meanwhile."""
+    refunded = items.c.unenroll_requested_at.is_not(None)
+    return (items.update().where(which, items.c.state == expected)
+            .values(state=sa.case((refunded, UNENROLL_PENDING), else_=state),
+                    attempts=sa.case((refunded, 0), else_=attempts), reason=None,
+                    unconfirmed=None, confirm_after=None,
+                    next_attempt_at=sa.case((refunded, now), else_=next_attempt_at),
+                    wait_until=sa.case((refunded, None), else_=wait_until),
+                    pending_since=sa.case((refunded, now), else_=items.c.pending_since),
+                    updated_at=now))
 
 
 @each
