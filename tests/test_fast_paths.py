@@ -1,0 +1,76 @@
+"""The shortcuts taken for speed (issue 19) give what the plain ways give:
+a batch's confirmed enrollments written together, and the text log format's
+time stamp made once a second."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import pytest
+import sqlalchemy as sa
+
+from edx_hooks.logs import TextFormatter, _Text
+from edx_hooks.store import metadata, utcnow
+from edx_hooks.store.writes import record_enrolled, record_many
+
+from .test_units import delivery, new_order
+
+
+@pytest.fixture
+def db(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'fast.db'}")
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def rows(db) -> list[tuple]:
+    with db.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT id, state, attempts, unconfirmed, next_attempt_at IS NULL FROM items "
+            "ORDER BY id")]
+
+
+def test_a_batch_of_confirmed_enrollments_is_written_as_each_would_be(db):
+    with db.begin() as conn:
+        record_many(conn, [(delivery(), new_order("a", "b", "c", "d"), None)])
+        # b was refunded meanwhile, d is no longer pending; both marked unconfirmed
+        conn.exec_driver_sql("UPDATE items SET unenroll_requested_at = '2026-11-28 10:00:00', "
+                             "unconfirmed = 'enroll' WHERE id = 2")
+        conn.exec_driver_sql("UPDATE items SET state = 'failed' WHERE id = 4")
+    later = utcnow() + dt.timedelta(hours=1)
+    with db.begin() as conn:
+        done = record_enrolled(conn, [
+            (1, "pending", "enrolled", 1, None, None),
+            (2, "pending", "enrolled", 1, None, None),
+            (3, "pending", "awaiting-account", 1, later, later),
+            (4, "pending", "enrolled", 1, None, None)])
+    assert done == ["enrolled", "unenroll-pending", "awaiting-account", None]
+    assert rows(db) == [(1, "enrolled", 1, None, 1), (2, "unenroll-pending", 0, None, 0),
+                        (3, "awaiting-account", 1, None, 0), (4, "failed", 0, None, 0)]
+
+
+def test_an_item_named_twice_in_a_batch_is_written_call_after_call(db):
+    with db.begin() as conn:
+        record_many(conn, [(delivery(), new_order("a"), None)])
+    with db.begin() as conn:
+        done = record_enrolled(conn, [(1, "pending", "enrolled", 1, None, None),
+                                      (1, "pending", "enrolled", 2, None, None)])
+    assert done == ["enrolled", None]
+    assert rows(db) == [(1, "enrolled", 1, None, 1)]
+
+
+@pytest.mark.parametrize("created", [1764324000.0, 1764324000.999, 1764324001.25,
+                                     1764324000.5])
+def test_the_text_format_reads_as_logging_s_own(created):
+    fields = {"delivery": 7, "shop": "a shop", "repeat": False, "order": None}
+    fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    ours, plain = TextFormatter(fmt), logging.Formatter(fmt)
+    for at in (created, created + 0.001, created + 1):  # one formatter, stamps in turn
+        record = logging.LogRecord("edx_hooks.x", logging.INFO, "", 0,
+                                   _Text("delivery.accepted", fields), (), None)
+        record.created, record.msecs = at, int((at - int(at)) * 1000) + 0.0
+        assert ours.format(record) == plain.format(record)
+        assert "event=delivery.accepted delivery=7 shop=\"a shop\" repeat=false order=-" \
+            in ours.format(record)
