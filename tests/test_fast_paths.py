@@ -4,6 +4,7 @@ time stamp made once a second."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 
@@ -74,3 +75,30 @@ def test_the_text_format_reads_as_logging_s_own(created):
         assert ours.format(record) == plain.format(record)
         assert "event=delivery.accepted delivery=7 shop=\"a shop\" repeat=false order=-" \
             in ours.format(record)
+
+
+def test_a_batch_finds_its_orders_and_refunds_by_index_search_not_by_scanning(db):
+    """With two orders in a batch, the row-value IN (VALUES ...) that
+    SQLAlchemy renders made SQLite scan every order, and every refund, at
+    each batch of deliveries."""
+    with db.begin() as conn:
+        record_many(conn, [(delivery(), new_order("a"), None)])
+    selects: list[str] = []
+    with db.begin() as conn:
+        raw = conn.connection.driver_connection
+        raw.set_trace_callback(lambda sql: selects.append(sql)
+                               if sql.lstrip().upper().startswith("SELECT") else None)
+        first = new_order("b")
+        second = dataclasses.replace(new_order("c"), external_id="2", name="#2")
+        other_shop = dataclasses.replace(new_order("d"), shop="other.myshopify.com")
+        done = record_many(conn, [(delivery(), first, None), (delivery(), second, None),
+                                  (delivery(), other_shop, None)])
+        raw.set_trace_callback(None)
+        assert [(r.order_existed, r.new_pending) for r in done] == [
+            (True, [2]), (False, [3]), (False, [4])]
+        assert selects
+        for sql in selects:
+            # the callback is given the statement with its values in place
+            plan = " ".join(row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + sql))
+            assert "SCAN orders" not in plan and "SCAN unenroll_requests" not in plan, \
+                (sql, plan)
