@@ -1,9 +1,11 @@
 """The shortcuts taken for speed (issue 19) give what the plain ways give:
-a batch's confirmed enrollments written together, and the text log format's
-time stamp made once a second."""
+a batch's confirmed enrollments written together, its orders found by index
+search, the text log format's time stamp made once a second; and calls fill
+up under a burst, without making a lone learner wait."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import logging
@@ -11,6 +13,10 @@ import logging
 import pytest
 import sqlalchemy as sa
 
+from edx_hooks import batches
+from edx_hooks.batches import Batcher
+from edx_hooks.errors import Halted
+from edx_hooks.lms import Pacer
 from edx_hooks.logs import TextFormatter, _Text
 from edx_hooks.store import metadata, utcnow
 from edx_hooks.store.writes import record_enrolled, record_many
@@ -102,3 +108,53 @@ def test_a_batch_finds_its_orders_and_refunds_by_index_search_not_by_scanning(db
             plan = " ".join(row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + sql))
             assert "SCAN orders" not in plan and "SCAN unenroll_requests" not in plan, \
                 (sql, plan)
+
+
+class _LMS:
+    """As much of the LMS client as the batcher uses: unpaced, answers every
+    learner enrolled, keeps the calls."""
+
+    def __init__(self) -> None:
+        self.pacer = Pacer(0)
+        self.calls: list[list[str]] = []
+
+    async def token(self) -> str:
+        return "token"
+
+    def deadline(self, learners: int) -> float:
+        return 30.0
+
+    async def bulk(self, action, course, emails, reason, slot_taken, auto_enroll):
+        self.calls.append(list(emails))
+        return {e.lower(): "enrolled" for e in emails}
+
+
+def _batcher(lms: _LMS, batch_size: int) -> Batcher:
+    async def nothing(*_):
+        return set()
+    return Batcher(lms, batch_size, withdrawn=nothing, on_taken=lambda _: None,
+                   unconfirmed=nothing, settled=nothing)
+
+
+@pytest.mark.gen_test
+async def test_a_lone_learner_goes_at_once_and_a_burst_fills_its_calls(monkeypatch):
+    """After a quiet spell a call goes at once; while calls are going out,
+    the learners queued meanwhile wait for a full call (here the wait is
+    made longer than any test, so only a full call can go)."""
+    monkeypatch.setattr(batches, "FILL_SECONDS", 3600.0)
+    lms = _LMS()
+    batcher = _batcher(lms, batch_size=3)
+    batcher.start()
+    try:
+        key = ("course-v1:X+Y+Z", "enroll", False)
+        assert await batcher.submit(key, 1, "first@example.org", "#1") == "enrolled"
+        burst = [asyncio.ensure_future(batcher.submit(key, n, f"l{n}@example.org", f"#{n}"))
+                 for n in range(2, 6)]
+        await asyncio.wait(burst[:3])
+        assert lms.calls == [["first@example.org"],
+                             ["l2@example.org", "l3@example.org", "l4@example.org"]]
+        assert not burst[3].done() and batcher.queues  # the fifth waits for company
+    finally:
+        await batcher.close()
+    with pytest.raises(Halted):  # stopping: not sent
+        await burst[3]
