@@ -367,9 +367,9 @@ def record_enrolled(conn: Connection, calls: list[tuple]) -> list[str | None]:
     ``(item_id, expected, state, attempts, next_attempt_at, wait_until)``:
     ``state`` (enrolled, or awaiting-account with its next check and
     deadline), or ``unenroll-pending`` at once when a refund asked for it
-    meanwhile. One statement per item, so that a refund can never be
-    forgotten between the two. Returns, per call, the state set (None: the
-    item was no longer ``expected``).
+    meanwhile: the state and the refund's check in the same statement, so
+    that a refund can never be forgotten between the two. Returns, per call,
+    the state set (None: the item was no longer ``expected``).
 
     The outcomes of one bulk call come together and are alike (the same
     expected state, state, attempt and times): they are written with one
