@@ -72,32 +72,27 @@ def boolean(value: Any) -> bool:
 
 
 def integer(low: int, high: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a whole number from {low} to {high}")
-        if isinstance(value, str):
-            try:
-                value = int(value.strip())
-            except ValueError:
-                raise ValueError(f"must be a whole number from {low} to {high}") from None
-        if not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"must be a whole number from {low} to {high}")
-        return value
-    return parse
+    return _bounded(int, (int,), f"a whole number from {low} to {high}", low, high)
 
 
 def number(low: float, high: float) -> Callable[[Any], float]:
-    def parse(value: Any) -> float:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a number from {low:g} to {high:g}")
+    return _bounded(float, (int, float), f"a number from {low:g} to {high:g}", low, high)
+
+
+def _bounded(convert: Callable[[Any], Any], types: tuple[type, ...], what: str,
+             low: float, high: float) -> Callable[[Any], Any]:
+    """A parser of ``types`` (or a string of one) from ``low`` to ``high``,
+    converted with ``convert``; else "must be ``what``". Never a bool."""
+    def parse(value: Any) -> Any:
         if isinstance(value, str):
             try:
-                value = float(value.strip())
+                value = convert(value.strip())
             except ValueError:
-                raise ValueError(f"must be a number from {low:g} to {high:g}") from None
-        if not isinstance(value, (int, float)) or not low <= value <= high:
-            raise ValueError(f"must be a number from {low:g} to {high:g}")
-        return float(value)
+                raise ValueError(f"must be {what}") from None
+        if isinstance(value, bool) or not isinstance(value, types) \
+                or not low <= value <= high:
+            raise ValueError(f"must be {what}")
+        return convert(value)
     return parse
 
 

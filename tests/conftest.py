@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.testing import bind_unused_port
 
 from edx_hooks import config
 from edx_hooks.app import Service
-from edx_hooks.store import SCHEDULED
+from edx_hooks.store import SCHEDULED, metadata
 
 from .standin_lms import StandinLMS
 
@@ -480,3 +481,13 @@ def no_tracebacks(request):
         first = catcher.records[0]
         pytest.fail(f"unexpected traceback logged by {first.name}: {first.getMessage()}\n"
                     + logging.Formatter().formatException(first.exc_info))
+
+
+@pytest.fixture
+def db(tmp_path):
+    """A fresh SQLite file with the current schema, as a synchronous engine
+    (for the store's batch writes, run as the writer runs them)."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'unit.db'}")
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()

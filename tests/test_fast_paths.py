@@ -11,25 +11,16 @@ import datetime as dt
 import logging
 
 import pytest
-import sqlalchemy as sa
 
 from edx_hooks import batches
 from edx_hooks.batches import Batcher
 from edx_hooks.errors import Halted
 from edx_hooks.lms import Pacer
 from edx_hooks.logs import TextFormatter, _Text
-from edx_hooks.store import metadata, utcnow
+from edx_hooks.store import utcnow
 from edx_hooks.store.writes import record_enrolled, record_many
 
 from .test_units import delivery, new_order
-
-
-@pytest.fixture
-def db(tmp_path):
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'fast.db'}")
-    metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def rows(db) -> list[tuple]:

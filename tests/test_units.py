@@ -10,12 +10,11 @@ import io
 import json
 
 import pytest
-import sqlalchemy as sa
 from tornado.httpclient import HTTPRequest, HTTPResponse
 from tornado.httputil import HTTPHeaders
 
 from edx_hooks.lms import PermanentError, Throttled, TransientError, error_for, outcomes
-from edx_hooks.store import NewDelivery, NewItem, NewOrder, Unenroll, metadata, utcnow
+from edx_hooks.store import NewDelivery, NewItem, NewOrder, Unenroll, utcnow
 from edx_hooks.store.writes import record_many
 from edx_hooks.storefronts import STOREFRONTS
 from edx_hooks.storefronts.shopify import Shop as ShopifyShop
@@ -143,14 +142,6 @@ def test_woocommerce_ping_signature_and_modification_time():
 
 
 # -- the batch write, on a real SQLite file
-
-@pytest.fixture
-def db(tmp_path):
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'unit.db'}")
-    metadata.create_all(engine)
-    yield engine
-    engine.dispose()
-
 
 def delivery(status: int = 200) -> NewDelivery:
     return NewDelivery(provider="shopify", endpoint="POST /x", received_at=utcnow(),

@@ -128,10 +128,6 @@ class Runtime:
         self.stopping = False
 
     @property
-    def attempts(self) -> int:
-        return self.outcomes.attempts
-
-    @property
     def delay_seconds(self) -> float:
         return self.outcomes.delay_seconds
 
