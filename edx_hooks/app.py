@@ -25,7 +25,7 @@ from . import scheduler as sched
 from .catalog import Catalog
 from .config import Config
 from .enrollment.runtime import Runtime
-from .handlers import DeliveryHandler, HealthHandler, Inflight
+from .handlers import DRAINED_FACTOR, DeliveryHandler, HealthHandler, Inflight
 from .lms import LMSClient
 from .reconcile import Reconciler
 from .store import Store, utcnow
@@ -137,7 +137,7 @@ class Service:
         limit = self.cfg.server.max_body_size
         self.server = HTTPServer(self.make_app(), xheaders=self.cfg.server.xheaders,
                                  # our own limit answers 413; Tornado's is only a backstop
-                                 max_body_size=max(4 * limit, 100 * 1024 * 1024),
+                                 max_body_size=max(DRAINED_FACTOR * limit, 100 * 1024 * 1024),
                                  # slow clients (slowloris) are cut off
                                  idle_connection_timeout=self.cfg.server.client_timeout_seconds,
                                  body_timeout=self.cfg.server.client_timeout_seconds)

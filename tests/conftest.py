@@ -412,8 +412,13 @@ def free_port() -> int:
     return port
 
 
-async def wait_for_port(port: int, timeout: float = 20) -> None:
-    """Wait until a server the test started listens on ``port``."""
+async def wait_for_port(port: int, timeout: float = 20,
+                        process: asyncio.subprocess.Process | None = None,
+                        log: Path | None = None) -> bool:
+    """Wait until a server the test started listens on ``port``. With its
+    ``process``: False at once if it exited because the port was taken (the
+    caller starts it again on another), a failure with its ``log`` if it
+    exited otherwise."""
     async def up() -> bool:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -423,8 +428,13 @@ async def wait_for_port(port: int, timeout: float = 20) -> None:
             return False
     deadline = time.monotonic() + timeout
     while not await up():
+        if process is not None and process.returncode is not None:
+            output = log.read_text(errors="replace") if log else ""
+            assert "address already in use" in output, output
+            return False
         assert time.monotonic() < deadline, f"nothing listens on port {port}"
         await asyncio.sleep(0.05)
+    return True
 
 
 async def until(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:

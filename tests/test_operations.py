@@ -256,6 +256,20 @@ async def test_through_a_real_nginx_the_client_address_is_the_original_one(
         assert headers["X-Forwarded-Proto"] == "http"
         assert headers["X-Forwarded-For"] == "127.0.0.2"
         await until(lambda: harness.items()[0]["state"] == "enrolled")
+        # over edx-hooks' 2 MiB, under nginx's 3m: edx-hooks' 413 reaches the
+        # shop (not a 502 from nginx finding the connection reset), each time
+        big = b'{"id": 1, "pad": "' + b"x" * (2 * 1024 * 1024 + 10) + b'"}'
+        for _ in range(5):
+            response = await harness.http.fetch(HTTPRequest(
+                f"http://127.0.0.1:{nginx_port}/webhooks/shopify/order/create", method="POST",
+                body=big, network_interface="127.0.0.2",
+                headers={"Content-Type": "application/json", "Host": "lms.example.test",
+                         "X-Shopify-Shop-Domain": "school.myshopify.com",
+                         "X-Shopify-Hmac-Sha256": shopify_signature(big, SHOPIFY_SECRET)}),
+                raise_error=False)
+            assert response.code == 413, response.code
+        assert [(d["status"], d["reason"], d["body_size"]) for d in harness.deliveries()[1:]] \
+            == [(413, "body-too-large", len(big))] * 5
         # the health check is not exposed through nginx
         response = await harness.http.fetch(HTTPRequest(
             f"http://127.0.0.1:{nginx_port}/healthz", headers={"Host": "lms.example.test"}),
