@@ -196,7 +196,10 @@ class Batcher:
                 if key is None:
                     continue
                 queue = self.queues[key]
-                taken = [e for e in queue[:self.batch_size] if not e.future.done()]
+                # in the order the items were received, whichever job came
+                # first: the call's learners and its audit reason read in order
+                taken = sorted((e for e in queue[:self.batch_size] if not e.future.done()),
+                               key=lambda e: e.item_id)
                 del queue[:self.batch_size]
                 if not queue:
                     del self.queues[key]

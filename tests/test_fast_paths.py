@@ -108,6 +108,7 @@ class _LMS:
     def __init__(self) -> None:
         self.pacer = Pacer(0)
         self.calls: list[list[str]] = []
+        self.reasons: list[str] = []
 
     async def token(self) -> str:
         return "token"
@@ -117,6 +118,7 @@ class _LMS:
 
     async def bulk(self, action, course, emails, reason, slot_taken, auto_enroll):
         self.calls.append(list(emails))
+        self.reasons.append(reason)
         return {e.lower(): "enrolled" for e in emails}
 
 
@@ -149,3 +151,23 @@ async def test_a_lone_learner_goes_at_once_and_a_burst_fills_its_calls(monkeypat
         await batcher.close()
     with pytest.raises(Halted):  # stopping: not sent
         await burst[3]
+
+
+@pytest.mark.gen_test
+async def test_a_call_lists_its_learners_in_the_order_their_items_were_received(monkeypatch):
+    """Jobs reach the batcher in no set order; a call sends its learners,
+    and names their orders, by item id."""
+    monkeypatch.setattr(batches, "FILL_SECONDS", 3600.0)
+    lms = _LMS()
+    batcher = _batcher(lms, batch_size=3)
+    batcher.start()
+    try:
+        key = ("course-v1:X+Y+Z", "enroll", False)
+        assert await batcher.submit(key, 1, "first@example.org", "#1") == "enrolled"
+        burst = [asyncio.ensure_future(batcher.submit(key, n, f"l{n}@example.org", f"#{n}"))
+                 for n in (4, 2, 3)]
+        await asyncio.wait(burst)
+        assert lms.calls[1] == ["l2@example.org", "l3@example.org", "l4@example.org"]
+        assert lms.reasons[1] == "edx-hooks #2, #3, #4"
+    finally:
+        await batcher.close()
