@@ -133,7 +133,9 @@ def _batcher(lms: _LMS, batch_size: int) -> Batcher:
 async def test_a_lone_learner_goes_at_once_and_a_burst_fills_its_calls(monkeypatch):
     """After a quiet spell a call goes at once; while calls are going out,
     the learners queued meanwhile wait for a full call (here the wait is
-    made longer than any test, so only a full call can go)."""
+    made longer than any test, so only a full call can go). Jobs reach the
+    batcher in no set order: a call sends its learners, and names their
+    orders, in the order their items were received (by item id)."""
     monkeypatch.setattr(batches, "FILL_SECONDS", 3600.0)
     lms = _LMS()
     batcher = _batcher(lms, batch_size=3)
@@ -142,32 +144,13 @@ async def test_a_lone_learner_goes_at_once_and_a_burst_fills_its_calls(monkeypat
         key = ("course-v1:X+Y+Z", "enroll", False)
         assert await batcher.submit(key, 1, "first@example.org", "#1") == "enrolled"
         burst = [asyncio.ensure_future(batcher.submit(key, n, f"l{n}@example.org", f"#{n}"))
-                 for n in range(2, 6)]
+                 for n in (4, 2, 3, 5)]
         await asyncio.wait(burst[:3])
         assert lms.calls == [["first@example.org"],
                              ["l2@example.org", "l3@example.org", "l4@example.org"]]
+        assert lms.reasons == ["edx-hooks #1", "edx-hooks #2, #3, #4"]
         assert not burst[3].done() and batcher.queues  # the fifth waits for company
     finally:
         await batcher.close()
     with pytest.raises(Halted):  # stopping: not sent
         await burst[3]
-
-
-@pytest.mark.gen_test
-async def test_a_call_lists_its_learners_in_the_order_their_items_were_received(monkeypatch):
-    """Jobs reach the batcher in no set order; a call sends its learners,
-    and names their orders, by item id."""
-    monkeypatch.setattr(batches, "FILL_SECONDS", 3600.0)
-    lms = _LMS()
-    batcher = _batcher(lms, batch_size=3)
-    batcher.start()
-    try:
-        key = ("course-v1:X+Y+Z", "enroll", False)
-        assert await batcher.submit(key, 1, "first@example.org", "#1") == "enrolled"
-        burst = [asyncio.ensure_future(batcher.submit(key, n, f"l{n}@example.org", f"#{n}"))
-                 for n in (4, 2, 3)]
-        await asyncio.wait(burst)
-        assert lms.calls[1] == ["l2@example.org", "l3@example.org", "l4@example.org"]
-        assert lms.reasons[1] == "edx-hooks #2, #3, #4"
-    finally:
-        await batcher.close()
